@@ -1,0 +1,707 @@
+/* The client side of a connection: connect + handshake, synchronous calls, reply matching.
+ *
+ * Threads: any number of threads may call on one client. Senders serialize on send_lock (the request
+ * ring has one producer). Replies are read by whichever waiting thread holds recv_lock (the "reader");
+ * it hands replies that belong to other threads to their slots and wakes them, and leaves the role when
+ * its own reply arrives. Nobody waits without a bound: every sleep is sliced so a dead server is
+ * noticed (its socket hangs up) within a slice. */
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "internal/hms_internal.h"
+
+#define HMS__SLOTS 1024 /* calls in flight per client */
+#define HMS__SLOT_BITS 10
+#define HMS__SLICE_NS 10000000LL /* liveness check period while sleeping: 10 ms */
+
+__thread uint8_t hms__tls_trace_id[16];
+__thread uint8_t hms__tls_span_id[8];
+__thread uint8_t hms__tls_trace_flags;
+
+enum { HMS__SLOT_FREE = 0, HMS__SLOT_WAITING = 1, HMS__SLOT_DONE = 2 };
+
+typedef struct {
+  uint64_t id;
+  int state;
+  hms_status_t status;
+  uint32_t ct;
+  uint8_t *data;
+  size_t len;
+  char msg[256];
+} hms__slot_t;
+
+struct hms_client_s {
+  hms_node_t *node;
+  int sock;
+  int bell;
+  void *map;
+  size_t map_len;
+  hms__ring_t req, resp;
+  size_t max_message;
+  pthread_mutex_t send_lock, recv_lock, slots_lock;
+  uint64_t seq; /* under slots_lock */
+  uint32_t free_top;
+  uint32_t free_stack[HMS__SLOTS];
+  hms__slot_t slots[HMS__SLOTS];
+  _Atomic uint32_t gen; /* bumped when a reply is handed over or the reader leaves */
+  _Atomic int followers;
+  _Atomic int dead;
+  hms_status_t dead_code;
+  char dead_msg[256];
+  hms__spin_t spin; /* under recv_lock */
+  uint32_t nfns;
+  char **fn_names;
+  uint32_t *fn_ids, *fn_flags;
+  char service[HMS_NAME_MAX + 1];
+  char version[HMS_VERSION_MAX + 1];
+  pid_t server_pid;
+};
+
+HMS_API void hms_set_thread_trace(const uint8_t trace_id[16], const uint8_t span_id[8], uint8_t flags) {
+  if (!trace_id) {
+    memset(hms__tls_trace_id, 0, 16);
+    memset(hms__tls_span_id, 0, 8);
+    hms__tls_trace_flags = 0;
+    return;
+  }
+  memcpy(hms__tls_trace_id, trace_id, 16);
+  if (span_id)
+    memcpy(hms__tls_span_id, span_id, 8);
+  else
+    memset(hms__tls_span_id, 0, 8);
+  hms__tls_trace_flags = flags;
+}
+
+HMS_API void hms_connect_options_init(hms_connect_options_t *opts) {
+  if (!opts) return;
+  memset(opts, 0, sizeof *opts);
+  opts->version = HMS_CONNECT_OPTIONS_VERSION;
+  opts->timeout_ns = -1;
+  opts->spin_ns = -1;
+}
+
+static void hms__client_free(hms_client_t *c) {
+  if (c->sock >= 0) close(c->sock);
+  if (c->bell >= 0) close(c->bell);
+  if (c->map) munmap(c->map, c->map_len);
+  for (uint32_t i = 0; i < c->nfns; i++) free(c->fn_names[i]);
+  free(c->fn_names);
+  free(c->fn_ids);
+  free(c->fn_flags);
+  for (uint32_t i = 0; i < HMS__SLOTS; i++) free(c->slots[i].data);
+  pthread_mutex_destroy(&c->send_lock);
+  pthread_mutex_destroy(&c->recv_lock);
+  pthread_mutex_destroy(&c->slots_lock);
+  free(c);
+}
+
+HMS_API void hms_client_close(hms_client_t *client) {
+  if (!client) return;
+  hms__client_free(client);
+}
+
+/* Marks the connection dead (first reason wins) and wakes every waiter. */
+static void hms__client_kill(hms_client_t *c, hms_status_t code, const char *msg) {
+  pthread_mutex_lock(&c->slots_lock);
+  if (!atomic_load(&c->dead)) {
+    c->dead_code = code;
+    hms__strlcpy(c->dead_msg, msg, sizeof c->dead_msg);
+    atomic_store(&c->dead, 1);
+    shutdown(c->sock, SHUT_RDWR); /* the server drops its side at once */
+  }
+  pthread_mutex_unlock(&c->slots_lock);
+  atomic_fetch_add(&c->gen, 1);
+  hms__futex_wake(&c->gen, INT_MAX, 0);
+}
+
+static hms_status_t hms__client_dead_error(hms_client_t *c, hms_error_t *err) {
+  pthread_mutex_lock(&c->slots_lock);
+  hms_status_t code = c->dead_code;
+  char msg[256];
+  hms__strlcpy(msg, c->dead_msg, sizeof msg);
+  pthread_mutex_unlock(&c->slots_lock);
+  return hms__fail(err, code, 0, "%s", msg);
+}
+
+/* Polls the socket without blocking: a hang-up means the server process is gone. */
+static void hms__client_check_alive(hms_client_t *c) {
+  struct pollfd p = {.fd = c->sock, .events = POLLIN | POLLRDHUP};
+  if (poll(&p, 1, 0) <= 0) return;
+  if (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLIN)) {
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "service %s@%s (pid %d) went away: the connection was closed (the process exited, crashed or "
+             "dropped us); reconnect once it is back",
+             c->service, c->version, (int)c->server_pid);
+    hms__client_kill(c, HMS_UNAVAILABLE, msg);
+  }
+}
+
+/* ------------------------------------------------------------------ connect */
+static hms_status_t hms__attach(hms_client_t *c, const hms__welcome_t *w, int memfd, hms_error_t *err) {
+  if (!hms__is_pow2(w->req_cap) || !hms__is_pow2(w->resp_cap) || w->req_cap < HMS_RING_MIN_BYTES ||
+      w->resp_cap < HMS_RING_MIN_BYTES || w->req_cap > HMS_RING_MAX_BYTES || w->resp_cap > HMS_RING_MAX_BYTES ||
+      w->table_bytes > (uint64_t)HMS_MAX_FUNCTIONS * (12 + HMS_NAME_MAX + 4) ||
+      w->function_count > HMS_MAX_FUNCTIONS ||
+      w->total_bytes != hms__conn_total_bytes(w->req_cap, w->resp_cap, w->table_bytes))
+    return hms__fail(err, HMS_DATA_LOSS, 0, "server sent an invalid connection layout");
+  struct stat st;
+  int seals = fcntl(memfd, F_GET_SEALS);
+  if (fstat(memfd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != w->total_bytes)
+    return hms__fail(err, HMS_DATA_LOSS, 0, "server's connection memory does not match its announced size");
+  /* Unsealed memory could be truncated under us, turning every read into SIGBUS. */
+  if (seals < 0 || (seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW))
+    return hms__fail(err, HMS_DATA_LOSS, 0, "server's connection memory is not sealed against resizing");
+  void *map = mmap(NULL, w->total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  if (map == MAP_FAILED)
+    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, errno, "mmap of %llu bytes failed: %s",
+                     (unsigned long long)w->total_bytes, strerror(errno));
+  c->map = map;
+  c->map_len = w->total_bytes;
+  hms__conn_hdr_t h;
+  memcpy(&h, map, sizeof h);
+  if (h.magic != HMS__CONN_MAGIC || h.req_cap != w->req_cap || h.resp_cap != w->resp_cap ||
+      h.table_bytes != w->table_bytes || h.total_bytes != w->total_bytes)
+    return hms__fail(err, HMS_DATA_LOSS, 0, "server's connection header disagrees with its welcome");
+  uint8_t *base = map;
+  /* Offsets are computed here from validated sizes, never read from shared memory. */
+  hms__ring_attach(&c->req, (hms__ring_ctl_t *)(base + HMS__REQ_CTL_OFFSET), base + HMS__CONN_HEADER_BYTES,
+                   w->req_cap);
+  hms__ring_attach(&c->resp, (hms__ring_ctl_t *)(base + HMS__RESP_CTL_OFFSET),
+                   base + HMS__CONN_HEADER_BYTES + w->req_cap, w->resp_cap);
+  uint64_t mreq = c->req.max_frame - HMS_FRAME_HEADER_BYTES, mresp = c->resp.max_frame - HMS_FRAME_HEADER_BYTES;
+  c->max_message = mreq < mresp ? mreq : mresp;
+  /* Function table: copy out, then validate each record. */
+  uint64_t tb = w->table_bytes;
+  uint8_t *tcopy = malloc(tb ? tb : 1);
+  if (!tcopy) return hms__fail(err, HMS_RESOURCE_EXHAUSTED, ENOMEM, "out of memory");
+  memcpy(tcopy, base + HMS__CONN_HEADER_BYTES + w->req_cap + w->resp_cap, tb);
+  uint32_t n = w->function_count;
+  c->fn_names = calloc(n ? n : 1, sizeof(char *));
+  c->fn_ids = calloc(n ? n : 1, sizeof(uint32_t));
+  c->fn_flags = calloc(n ? n : 1, sizeof(uint32_t));
+  hms_status_t rc = HMS_OK;
+  if (!c->fn_names || !c->fn_ids || !c->fn_flags) rc = hms__fail(err, HMS_RESOURCE_EXHAUSTED, ENOMEM, "oom");
+  uint64_t off = 0;
+  for (uint32_t i = 0; rc == HMS_OK && i < n; i++) {
+    uint32_t rec[3];
+    if (tb - off < 12) {
+      rc = hms__fail(err, HMS_DATA_LOSS, 0, "server's function table is truncated");
+      break;
+    }
+    memcpy(rec, tcopy + off, 12);
+    uint64_t padded = ((uint64_t)rec[2] + 3) & ~(uint64_t)3;
+    if (rec[2] == 0 || rec[2] > HMS_NAME_MAX || padded > tb - off - 12) {
+      rc = hms__fail(err, HMS_DATA_LOSS, 0, "server's function table has a bad entry");
+      break;
+    }
+    char name[HMS_NAME_MAX + 1];
+    memcpy(name, tcopy + off + 12, rec[2]);
+    name[rec[2]] = 0;
+    if (!hms__name_valid(name)) {
+      rc = hms__fail(err, HMS_DATA_LOSS, 0, "server's function table has an invalid name");
+      break;
+    }
+    c->fn_names[i] = strdup(name);
+    c->fn_ids[i] = rec[0];
+    c->fn_flags[i] = rec[1];
+    if (!c->fn_names[i]) rc = hms__fail(err, HMS_RESOURCE_EXHAUSTED, ENOMEM, "oom");
+    c->nfns = i + 1;
+    off += 12 + padded;
+  }
+  free(tcopy);
+  return rc;
+}
+
+static hms_status_t hms__connect_one(hms_node_t *node, hms_client_t *c, const char *path, const char *service,
+                                     const char *version, const hms_connect_options_t *o, hms_error_t *err) {
+  int64_t deadline = hms__deadline_from_timeout(o->timeout_ns < 0 ? 5000000000LL : o->timeout_ns);
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return hms__fail(err, HMS_RESOURCE_EXHAUSTED, errno, "socket() failed: %s", strerror(errno));
+  c->sock = fd;
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  hms__strlcpy(sa.sun_path, path, sizeof sa.sun_path);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    int e = errno;
+    if (e == EAGAIN)
+      return hms__fail(err, HMS_UNAVAILABLE, e, "service %s@%s is not accepting connections (backlog full); retry",
+                       service, version);
+    return hms__fail(err, HMS_UNAVAILABLE, e, "cannot connect to %s@%s at '%s': %s", service, version, path,
+                     strerror(e));
+  }
+  struct ucred cred;
+  socklen_t cl = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0) c->server_pid = cred.pid;
+  hms__hello_t hello;
+  memset(&hello, 0, sizeof hello);
+  hello.magic = HMS__HELLO_MAGIC;
+  hello.abi = HMS_FFI_ABI_VERSION;
+  hello.proto = HMS__PROTO_VERSION;
+  hello.ring_bytes = o->ring_bytes;
+  hms__strlcpy(hello.service, service, sizeof hello.service);
+  hms__strlcpy(hello.version, version, sizeof hello.version);
+  hms__strlcpy(hello.client_node, node->name, sizeof hello.client_node);
+  if (hms__send_fds(fd, &hello, sizeof hello, NULL, 0) != 0)
+    return hms__fail(err, HMS_UNAVAILABLE, errno, "sending the handshake to %s@%s failed: %s", service, version,
+                     strerror(errno));
+  hms__welcome_t w;
+  int fds[2] = {-1, -1}, nfds = 0;
+  for (;;) {
+    int64_t left = deadline - hms__now_ns();
+    if (left <= 0)
+      return hms__fail(err, HMS_DEADLINE_EXCEEDED, 0,
+                       "handshake with %s@%s (pid %d) timed out; is its node serving (node.serve()/start())?",
+                       service, version, (int)c->server_pid);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int ms = left > 100000000LL ? 100 : (int)((left + 999999) / 1000000);
+    int pr = poll(&p, 1, ms);
+    if (pr < 0 && errno != EINTR) return hms__fail(err, HMS_INTERNAL, errno, "poll failed: %s", strerror(errno));
+    if (pr <= 0) continue;
+    ssize_t n = hms__recv_fds(fd, &w, sizeof w, fds, 2, &nfds);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (n == 0 || (n < 0 && errno != EMSGSIZE))
+      return hms__fail(err, HMS_UNAVAILABLE, n < 0 ? errno : 0,
+                       "%s@%s closed the connection during the handshake", service, version);
+    if (n != (ssize_t)sizeof w || w.magic != HMS__WELCOME_MAGIC) {
+      for (int i = 0; i < nfds; i++) close(fds[i]);
+      return hms__fail(err, HMS_DATA_LOSS, 0, "%s@%s answered the handshake with a malformed message", service,
+                       version);
+    }
+    break;
+  }
+  w.message[sizeof w.message - 1] = 0;
+  if (w.status != HMS_OK) {
+    for (int i = 0; i < nfds; i++) close(fds[i]);
+    hms_status_t code = w.status > 0 && w.status <= HMS_UNAUTHENTICATED ? w.status : HMS_UNKNOWN;
+    return hms__fail_remote(err, code, w.message, strlen(w.message));
+  }
+  if (w.abi != HMS_FFI_ABI_VERSION) {
+    for (int i = 0; i < nfds; i++) close(fds[i]);
+    return hms__fail(err, HMS_FAILED_PRECONDITION, 0, "server ABI %u differs from ours (%u)", w.abi,
+                     HMS_FFI_ABI_VERSION);
+  }
+  if (nfds != 2) {
+    for (int i = 0; i < nfds; i++) close(fds[i]);
+    return hms__fail(err, HMS_DATA_LOSS, 0, "server sent %d descriptors instead of 2", nfds);
+  }
+  c->bell = fds[1];
+  int fl = fcntl(c->bell, F_GETFL);
+  if (fl >= 0) fcntl(c->bell, F_SETFL, fl | O_NONBLOCK); /* a bogus doorbell must never block us */
+  hms_status_t st = hms__attach(c, &w, fds[0], err);
+  close(fds[0]);
+  if (st) return st;
+  hms__strlcpy(c->service, service, sizeof c->service);
+  hms__strlcpy(c->version, version, sizeof c->version);
+  return HMS_OK;
+}
+
+HMS_API hms_status_t hms_connect(hms_node_t *node, const char *service, const char *version_req,
+                                 const hms_connect_options_t *opts, hms_client_t **out, hms_error_t *err) {
+  if (!node || !service || !out) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "node, service and out must not be NULL");
+  *out = NULL;
+  if (!hms__name_valid(service))
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "service name '%.64s' is invalid: use [A-Za-z0-9_.-]", service);
+  hms_connect_options_t defaults;
+  if (!opts) {
+    hms_connect_options_init(&defaults);
+    opts = &defaults;
+  }
+  if (opts->version < 1 || opts->version > HMS_CONNECT_OPTIONS_VERSION)
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0,
+                     "hms_connect_options_t.version is %u; call hms_connect_options_init", opts->version);
+  if (opts->ring_bytes &&
+      (!hms__is_pow2(opts->ring_bytes) || opts->ring_bytes < HMS_RING_MIN_BYTES || opts->ring_bytes > HMS_RING_MAX_BYTES))
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "ring_bytes %llu must be a power of two between %d and %d",
+                     (unsigned long long)opts->ring_bytes, HMS_RING_MIN_BYTES, HMS_RING_MAX_BYTES);
+  const char *req = version_req ? version_req : "*";
+  char **paths = NULL, **versions = NULL;
+  size_t n = 0;
+  hms_status_t st = hms__registry_resolve(node->runtime_dir, service, req, &paths, &versions, &n, err);
+  for (size_t i = 0; st == HMS_OK && i < n; i++) {
+    hms_client_t *c = calloc(1, sizeof *c);
+    if (!c) {
+      st = hms__fail(err, HMS_RESOURCE_EXHAUSTED, ENOMEM, "out of memory");
+      break;
+    }
+    c->node = node;
+    c->sock = c->bell = -1;
+    pthread_mutex_init(&c->send_lock, NULL);
+    pthread_mutex_init(&c->recv_lock, NULL);
+    pthread_mutex_init(&c->slots_lock, NULL);
+    for (uint32_t k = 0; k < HMS__SLOTS; k++) c->free_stack[k] = HMS__SLOTS - 1 - k;
+    c->free_top = HMS__SLOTS;
+    hms__spin_init(&c->spin, opts->spin_ns < 0 ? node->spin_ns : opts->spin_ns);
+    hms_status_t one = hms__connect_one(node, c, paths[i], service, versions[i], opts, err);
+    if (one == HMS_OK) {
+      *out = c;
+      break;
+    }
+    hms__client_free(c);
+    /* A listener that vanished between listing and connecting: try the next candidate. */
+    if (one == HMS_UNAVAILABLE && i + 1 < n) continue;
+    st = one;
+  }
+  for (size_t i = 0; i < n; i++) {
+    free(paths[i]);
+    free(versions[i]);
+  }
+  free(paths);
+  free(versions);
+  if (st == HMS_OK && *out) hms__ok(err);
+  return st;
+}
+
+/* ------------------------------------------------------------------ introspection */
+HMS_API hms_status_t hms_client_function_id(const hms_client_t *client, const char *name, uint32_t *fn_id,
+                                            hms_error_t *err) {
+  if (!client || !name || !fn_id) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "client, name and fn_id must not be NULL");
+  for (uint32_t i = 0; i < client->nfns; i++) {
+    if (!strcmp(client->fn_names[i], name)) {
+      *fn_id = client->fn_ids[i];
+      hms__ok(err);
+      return HMS_OK;
+    }
+  }
+  char known[160] = "";
+  for (uint32_t i = 0; i < client->nfns; i++) {
+    size_t l = strlen(known);
+    if (l + strlen(client->fn_names[i]) + 6 >= sizeof known) {
+      snprintf(known + l, sizeof known - l, ", ...");
+      break;
+    }
+    snprintf(known + l, sizeof known - l, "%s%s", l ? ", " : "", client->fn_names[i]);
+  }
+  return hms__fail(err, HMS_NOT_FOUND, 0, "%s@%s has no function '%.64s' (it has: %s)", client->service,
+                   client->version, name, client->nfns ? known : "none");
+}
+
+HMS_API uint32_t hms_client_function_count(const hms_client_t *client) { return client ? client->nfns : 0; }
+HMS_API hms_status_t hms_client_function_at(const hms_client_t *client, uint32_t index, const char **name,
+                                            uint32_t *fn_id, uint32_t *flags) {
+  if (!client || index >= client->nfns) return HMS_OUT_OF_RANGE;
+  if (name) *name = client->fn_names[index];
+  if (fn_id) *fn_id = client->fn_ids[index];
+  if (flags) *flags = client->fn_flags[index];
+  return HMS_OK;
+}
+HMS_API const char *hms_client_service_name(const hms_client_t *client) { return client ? client->service : ""; }
+HMS_API const char *hms_client_service_version(const hms_client_t *client) { return client ? client->version : ""; }
+HMS_API int32_t hms_client_server_pid(const hms_client_t *client) { return client ? client->server_pid : 0; }
+HMS_API size_t hms_client_max_message(const hms_client_t *client) { return client ? client->max_message : 0; }
+
+/* ------------------------------------------------------------------ calls */
+static void hms__payload_free(hms_payload_t *p) { free((void *)p->data); }
+
+static void hms__payload_set(hms_payload_t *p, uint8_t *data, size_t len, uint32_t ct) {
+  p->data = data;
+  p->len = len;
+  p->content_type = ct;
+  p->flags = 0;
+  p->release = data ? hms__payload_free : NULL;
+  p->private_data = NULL;
+}
+
+typedef struct {
+  hms_status_t status;
+  uint32_t ct;
+  uint8_t *data;
+  size_t len;
+  char msg[256];
+} hms__result_t;
+
+/* Decodes a validated response frame into a private result (copying out of shared memory). */
+static bool hms__decode_response(const hms__frame_hdr_t *h, const uint8_t *payload, hms__result_t *r) {
+  memset(r, 0, sizeof *r);
+  r->status = h->status;
+  if (h->status < 0 || h->status > HMS_UNAUTHENTICATED) r->status = HMS_UNKNOWN;
+  const uint8_t *body = payload;
+  size_t blen = h->payload_len;
+  if (h->status != HMS_OK) {
+    uint32_t mlen = 0;
+    if (blen >= 4) memcpy(&mlen, payload, 4);
+    if (blen < 4 || mlen > blen - 4) {
+      snprintf(r->msg, sizeof r->msg, "server sent a malformed error reply (status %d)", h->status);
+      body = NULL;
+      blen = 0;
+    } else {
+      size_t m = mlen < sizeof r->msg - 1 ? mlen : sizeof r->msg - 1;
+      memcpy(r->msg, payload + 4, m);
+      r->msg[m] = 0;
+      body = payload + 4 + mlen;
+      blen -= 4 + mlen;
+    }
+  }
+  r->ct = h->status == HMS_OK || blen ? h->content_type : HMS_CT_NONE;
+  if (blen) {
+    r->data = malloc(blen);
+    if (!r->data) return false;
+    memcpy(r->data, body, blen);
+    r->len = blen;
+  }
+  return true;
+}
+
+enum { HMS__WAIT_GOT = 0, HMS__WAIT_TIMEOUT = 1, HMS__WAIT_DEAD = 2 };
+
+/* Reader role: read replies until our own arrives. Called with recv_lock held. */
+static int hms__read_until(hms_client_t *c, uint64_t my_id, hms__result_t *mine, int64_t deadline) {
+  int64_t start = hms__now_ns();
+  int64_t spin_until = start + c->spin.limit_ns;
+  bool slept = false;
+  char why[200];
+  for (;;) {
+    hms__frame_hdr_t h;
+    const uint8_t *payload;
+    int rc = hms__ring_peek(&c->resp, &h, &payload, why, sizeof why);
+    if (rc == HMS__RING_OK) {
+      if (h.kind != HMS__FRAME_RESPONSE) {
+        snprintf(why, sizeof why, "unexpected frame kind %u in the response ring", h.kind);
+        rc = HMS__RING_CORRUPT;
+      } else if (h.call_id == 0 && h.status != HMS_OK) {
+        /* The server is dropping us and says why. */
+        hms__result_t r;
+        hms__decode_response(&h, payload, &r);
+        free(r.data);
+        hms__ring_consume(&c->resp, &h);
+        hms__client_kill(c, r.status, r.msg);
+        return HMS__WAIT_DEAD;
+      } else {
+        hms__result_t r;
+        bool ok = hms__decode_response(&h, payload, &r);
+        hms__ring_consume(&c->resp, &h);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(&c->resp.ctl->producer_waiting, memory_order_relaxed)) {
+          atomic_store(&c->resp.ctl->producer_waiting, 0);
+          uint64_t one = 1;
+          ssize_t wr = write(c->bell, &one, sizeof one);
+          (void)wr;
+        }
+        if (!ok) {
+          r.status = HMS_RESOURCE_EXHAUSTED;
+          snprintf(r.msg, sizeof r.msg, "out of memory copying a reply of %u bytes", h.payload_len);
+        }
+        if (h.call_id == my_id) {
+          *mine = r;
+          if (c->spin.budget_ns > 0) hms__spin_feedback(&c->spin, !slept);
+          return HMS__WAIT_GOT;
+        }
+        /* Someone else's reply: hand it over if they still wait for it (else it timed out: drop). */
+        uint32_t idx = (uint32_t)(h.call_id & (HMS__SLOTS - 1));
+        bool handed = false;
+        pthread_mutex_lock(&c->slots_lock);
+        hms__slot_t *s = &c->slots[idx];
+        if (s->id == h.call_id && s->state == HMS__SLOT_WAITING) {
+          s->status = r.status;
+          s->ct = r.ct;
+          s->data = r.data;
+          s->len = r.len;
+          memcpy(s->msg, r.msg, sizeof s->msg);
+          s->state = HMS__SLOT_DONE;
+          handed = true;
+        }
+        pthread_mutex_unlock(&c->slots_lock);
+        if (!handed) free(r.data);
+        atomic_fetch_add(&c->gen, 1);
+        if (atomic_load(&c->followers)) hms__futex_wake(&c->gen, INT_MAX, 0);
+        continue;
+      }
+    }
+    if (rc == HMS__RING_CORRUPT) {
+      char msg[256];
+      snprintf(msg, sizeof msg, "connection to %s@%s dropped: %s", c->service, c->version, why);
+      hms__client_kill(c, HMS_DATA_LOSS, msg);
+      return HMS__WAIT_DEAD;
+    }
+    /* Empty. */
+    if (atomic_load_explicit(&c->dead, memory_order_acquire)) return HMS__WAIT_DEAD;
+    int64_t now = hms__now_ns();
+    if (now >= deadline) return HMS__WAIT_TIMEOUT;
+    if (!slept && now < spin_until) {
+      for (int k = 0; k < 16; k++) hms__cpu_relax();
+      continue;
+    }
+    slept = true;
+    uint32_t seq = atomic_load_explicit(&c->resp.ctl->data_seq, memory_order_acquire);
+    atomic_store_explicit(&c->resp.ctl->consumer_sleeping, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (hms__ring_has_data(&c->resp)) {
+      atomic_store_explicit(&c->resp.ctl->consumer_sleeping, 0, memory_order_relaxed);
+      continue;
+    }
+    int64_t slice = deadline - now < HMS__SLICE_NS ? deadline - now : HMS__SLICE_NS;
+    int wr = hms__futex_wait(&c->resp.ctl->data_seq, seq, slice, 1);
+    atomic_store_explicit(&c->resp.ctl->consumer_sleeping, 0, memory_order_relaxed);
+    if (wr == ETIMEDOUT) hms__client_check_alive(c);
+  }
+}
+
+static void hms__slot_release(hms_client_t *c, uint32_t idx) {
+  pthread_mutex_lock(&c->slots_lock);
+  hms__slot_t *s = &c->slots[idx];
+  free(s->data);
+  s->data = NULL;
+  s->state = HMS__SLOT_FREE;
+  s->id = 0;
+  c->free_stack[c->free_top++] = idx;
+  pthread_mutex_unlock(&c->slots_lock);
+}
+
+static hms_status_t hms__finish(hms_client_t *c, hms__result_t *r, hms_payload_t *resp, hms_error_t *err) {
+  hms__payload_set(resp, r->data, r->len, r->ct);
+  if (r->status == HMS_OK) {
+    hms__ok(err);
+    return HMS_OK;
+  }
+  (void)c;
+  return hms__fail_remote(err, r->status, r->msg, strlen(r->msg));
+}
+
+HMS_API hms_status_t hms_call(hms_client_t *client, uint32_t fn_id, const hms_payload_t *req,
+                              hms_payload_t *resp, int64_t timeout_ns, hms_error_t *err) {
+  if (resp) hms__payload_set(resp, NULL, 0, HMS_CT_NONE);
+  if (!client || !resp) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "client and resp must not be NULL");
+  hms_client_t *c = client;
+  const void *data = req ? req->data : NULL;
+  size_t len = req ? req->len : 0;
+  uint32_t ct = req ? req->content_type : HMS_CT_NONE;
+  if (len && !data) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "request data is NULL but len is %zu", len);
+  if (len > c->max_message)
+    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0,
+                     "request of %zu bytes exceeds this connection's max message of %zu bytes; connect with a "
+                     "larger ring_bytes (max message = ring/4 - 64) or split the payload",
+                     len, c->max_message);
+  if (atomic_load_explicit(&c->dead, memory_order_acquire)) return hms__client_dead_error(c, err);
+  int64_t deadline = hms__deadline_from_timeout(timeout_ns);
+
+  /* Take a slot: its index is in the low bits of the call id. */
+  pthread_mutex_lock(&c->slots_lock);
+  if (c->free_top == 0) {
+    pthread_mutex_unlock(&c->slots_lock);
+    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0, "more than %d calls in flight on one client", HMS__SLOTS);
+  }
+  uint32_t idx = c->free_stack[--c->free_top];
+  uint64_t id = (++c->seq << HMS__SLOT_BITS) | idx;
+  c->slots[idx].id = id;
+  c->slots[idx].state = HMS__SLOT_WAITING;
+  pthread_mutex_unlock(&c->slots_lock);
+
+  /* Send. */
+  pthread_mutex_lock(&c->send_lock);
+  uint8_t *f = NULL;
+  char why[200];
+  int rr;
+  for (;;) {
+    rr = hms__ring_reserve(&c->req, len, &f, why, sizeof why);
+    if (rr != HMS__RING_FULL) break;
+    if (atomic_load(&c->dead) || hms__now_ns() >= deadline) break;
+    uint32_t seq = atomic_load_explicit(&c->req.ctl->space_seq, memory_order_acquire);
+    atomic_store(&c->req.ctl->producer_waiting, 1);
+    atomic_thread_fence(memory_order_seq_cst);
+    uint64_t fb;
+    if (hms__ring_free(&c->req, &fb, why, sizeof why) == HMS__RING_OK && fb >= 2 * c->req.max_frame) continue;
+    int64_t left = deadline - hms__now_ns();
+    if (hms__futex_wait(&c->req.ctl->space_seq, seq, left < HMS__SLICE_NS ? left : HMS__SLICE_NS, 1) == ETIMEDOUT)
+      hms__client_check_alive(c);
+  }
+  if (rr != HMS__RING_OK) {
+    pthread_mutex_unlock(&c->send_lock);
+    hms__slot_release(c, idx);
+    if (rr == HMS__RING_CORRUPT) {
+      char msg[256];
+      snprintf(msg, sizeof msg, "connection to %s@%s dropped: %s", c->service, c->version, why);
+      hms__client_kill(c, HMS_DATA_LOSS, msg);
+    }
+    if (atomic_load(&c->dead)) return hms__client_dead_error(c, err);
+    return hms__fail(err, HMS_DEADLINE_EXCEEDED, 0, "deadline expired while the request ring of %s@%s was full",
+                     c->service, c->version);
+  }
+  hms__frame_hdr_t h;
+  h.len = (uint32_t)hms__frame_bytes(len);
+  h.kind = HMS__FRAME_REQUEST;
+  h.flags = hms__tls_trace_flags ? HMS__FRAME_F_TRACE_SAMPLED : 0;
+  h.fn_id = fn_id;
+  h.content_type = ct;
+  h.call_id = id;
+  h.deadline_ns = deadline == INT64_MAX ? 0 : deadline;
+  h.status = 0;
+  h.payload_len = (uint32_t)len;
+  memcpy(h.trace_id, hms__tls_trace_id, 16);
+  memcpy(h.span_id, hms__tls_span_id, 8);
+  memcpy(f, &h, sizeof h);
+  if (len) memcpy(f + sizeof h, data, len);
+  hms__ring_publish(&c->req, h.len);
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&c->req.ctl->consumer_sleeping, memory_order_relaxed)) {
+    uint64_t one = 1;
+    ssize_t wr = write(c->bell, &one, sizeof one);
+    (void)wr;
+  }
+  pthread_mutex_unlock(&c->send_lock);
+
+  /* Wait: be the reader if nobody is, else wait for the reader to hand our reply over. */
+  for (;;) {
+    uint32_t g = atomic_load_explicit(&c->gen, memory_order_acquire);
+    pthread_mutex_lock(&c->slots_lock);
+    hms__slot_t *s = &c->slots[idx];
+    if (s->state == HMS__SLOT_DONE) {
+      hms__result_t r = {.status = s->status, .ct = s->ct, .data = s->data, .len = s->len};
+      memcpy(r.msg, s->msg, sizeof r.msg);
+      s->data = NULL;
+      pthread_mutex_unlock(&c->slots_lock);
+      hms__slot_release(c, idx);
+      return hms__finish(c, &r, resp, err);
+    }
+    pthread_mutex_unlock(&c->slots_lock);
+    if (pthread_mutex_trylock(&c->recv_lock) == 0) {
+      hms__result_t r;
+      int w = hms__read_until(c, id, &r, deadline);
+      pthread_mutex_unlock(&c->recv_lock);
+      atomic_fetch_add(&c->gen, 1);
+      if (atomic_load(&c->followers)) hms__futex_wake(&c->gen, INT_MAX, 0);
+      if (w == HMS__WAIT_GOT) {
+        hms__slot_release(c, idx);
+        return hms__finish(c, &r, resp, err);
+      }
+      if (w == HMS__WAIT_DEAD) {
+        hms__slot_release(c, idx);
+        return hms__client_dead_error(c, err);
+      }
+      /* Timeout: our reply may have been handed to the slot by an earlier reader; check once more. */
+      pthread_mutex_lock(&c->slots_lock);
+      bool done = c->slots[idx].state == HMS__SLOT_DONE;
+      pthread_mutex_unlock(&c->slots_lock);
+      if (done) continue;
+      hms__slot_release(c, idx);
+      return hms__fail(err, HMS_DEADLINE_EXCEEDED, 0, "%s@%s did not answer call %llu in time", c->service,
+                       c->version, (unsigned long long)id);
+    }
+    if (atomic_load_explicit(&c->dead, memory_order_acquire)) {
+      hms__slot_release(c, idx);
+      return hms__client_dead_error(c, err);
+    }
+    int64_t now = hms__now_ns();
+    if (now >= deadline) {
+      hms__slot_release(c, idx);
+      return hms__fail(err, HMS_DEADLINE_EXCEEDED, 0, "%s@%s did not answer call %llu in time", c->service,
+                       c->version, (unsigned long long)id);
+    }
+    atomic_fetch_add(&c->followers, 1);
+    int64_t left = deadline - now;
+    hms__futex_wait(&c->gen, g, left < HMS__SLICE_NS ? left : HMS__SLICE_NS, 0);
+    atomic_fetch_sub(&c->followers, 1);
+  }
+}
+
+HMS_API hms_status_t hms_call_bytes(hms_client_t *client, uint32_t fn_id, const char *data, size_t len,
+                                    uint32_t content_type, hms_payload_t *resp, int64_t timeout_ns,
+                                    hms_error_t *err) {
+  hms_payload_t req = {.data = data, .len = len, .content_type = content_type};
+  return hms_call(client, fn_id, &req, resp, timeout_ns, err);
+}

@@ -1,0 +1,273 @@
+/* Private declarations shared by the core's layers. Nothing here is ABI. */
+#ifndef HMS_INTERNAL_H
+#define HMS_INTERNAL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+#ifndef HMS_FFI_BUILDING
+#define HMS_FFI_BUILDING 1
+#endif
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include "hms_ffi/hms_ffi.h"
+
+#define HMS__CACHELINE 64
+#define HMS__PATH_MAX 4096
+#define HMS__LIKELY(x) __builtin_expect(!!(x), 1)
+#define HMS__UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* ---------------------------------------------------------------- errors (status.c) */
+/* Sets err (if non-NULL) and returns code. printf-style message. */
+hms_status_t hms__fail(hms_error_t *err, hms_status_t code, int os_errno, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+hms_status_t hms__fail_remote(hms_error_t *err, hms_status_t code, const char *msg, size_t msg_len);
+void hms__ok(hms_error_t *err);
+
+/* ---------------------------------------------------------------- time and waiting (wait.c) */
+int64_t hms__now_ns(void); /* CLOCK_MONOTONIC: shared by every process on the host */
+/* Absolute deadline from a relative timeout; INT64_MAX when timeout < 0. */
+int64_t hms__deadline_from_timeout(int64_t timeout_ns);
+static inline void hms__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield" ::: "memory");
+#else
+  __asm__ __volatile__("" ::: "memory");
+#endif
+}
+/* futex on a word in shared memory (shared=1) or process-private memory (shared=0).
+ * Returns 0 when woken or the value differed, ETIMEDOUT, or EINTR. */
+int hms__futex_wait(_Atomic uint32_t *addr, uint32_t expected, int64_t timeout_ns, int shared);
+void hms__futex_wake(_Atomic uint32_t *addr, int count, int shared);
+int64_t hms__default_spin_ns(void);
+
+/* Adaptive spin: the budget shrinks while spinning keeps failing and grows back when it succeeds. */
+typedef struct {
+  int64_t budget_ns; /* configured maximum; 0 = never spin */
+  int64_t limit_ns;  /* current limit */
+} hms__spin_t;
+void hms__spin_init(hms__spin_t *s, int64_t budget_ns);
+void hms__spin_feedback(hms__spin_t *s, bool spin_succeeded);
+
+/* ---------------------------------------------------------------- frames and rings (ring.c) */
+enum {
+  HMS__FRAME_REQUEST = 1,
+  HMS__FRAME_RESPONSE = 2,
+  HMS__FRAME_PAD = 3,
+};
+enum { HMS__FRAME_F_TRACE_SAMPLED = 1u << 0 };
+
+/* The fixed 64-byte frame header. Lives in shared memory: always copy it out before use. */
+typedef struct {
+  uint32_t len;          /* whole frame incl. header, multiple of 64 */
+  uint16_t kind;         /* HMS__FRAME_* */
+  uint16_t flags;
+  uint32_t fn_id;
+  uint32_t content_type;
+  uint64_t call_id;
+  int64_t deadline_ns;   /* absolute CLOCK_MONOTONIC, 0 = none */
+  int32_t status;
+  uint32_t payload_len;
+  uint8_t trace_id[16];
+  uint8_t span_id[8];
+} hms__frame_hdr_t;
+_Static_assert(sizeof(hms__frame_hdr_t) == HMS_FRAME_HEADER_BYTES, "frame header is 64 bytes");
+
+/* Control block of one SPSC ring, in shared memory. Producer-written and consumer-written words sit
+ * on separate cache lines. */
+typedef struct {
+  _Alignas(HMS__CACHELINE) _Atomic uint64_t head; /* producer: bytes ever published */
+  _Atomic uint32_t data_seq;                      /* producer bumps; consumer futex-waits on it */
+  _Atomic uint32_t producer_waiting;              /* producer sets when it waits for space */
+  _Alignas(HMS__CACHELINE) _Atomic uint64_t tail; /* consumer: bytes ever consumed */
+  _Atomic uint32_t space_seq;                     /* consumer bumps; producer futex-waits on it */
+  _Atomic uint32_t consumer_sleeping;             /* consumer sets before it sleeps */
+  _Alignas(HMS__CACHELINE) uint8_t reserved[HMS__CACHELINE];
+} hms__ring_ctl_t;
+_Static_assert(sizeof(hms__ring_ctl_t) == 3 * HMS__CACHELINE, "ring control block layout");
+
+/* A process-private view of a ring. Our own index is kept privately (the peer may scribble on the
+ * shared copy); the peer's index is re-read and validated on every use. */
+typedef struct {
+  hms__ring_ctl_t *ctl;
+  uint8_t *data;
+  uint64_t cap;       /* power of two */
+  uint64_t max_frame; /* cap / 4 */
+  uint64_t pos;       /* producer: our head; consumer: our tail */
+  uint64_t peer_cache;/* producer: last validated tail; consumer: last validated head */
+} hms__ring_t;
+
+enum { HMS__RING_OK = 0, HMS__RING_EMPTY = 1, HMS__RING_FULL = 2, HMS__RING_CORRUPT = 3 };
+
+void hms__ring_attach(hms__ring_t *r, hms__ring_ctl_t *ctl, uint8_t *data, uint64_t cap);
+uint64_t hms__frame_bytes(uint64_t payload_len);
+/* Producer: reserve a frame with room for payload_len bytes. On HMS__RING_OK *out points at the
+ * frame start (header then payload). Writes a PAD frame on wrap. */
+int hms__ring_reserve(hms__ring_t *r, uint64_t payload_len, uint8_t **out, char *why, size_t why_cap);
+/* Producer: publish the reserved frame (release store) and wake a sleeping consumer. */
+void hms__ring_publish(hms__ring_t *r, uint64_t frame_bytes);
+/* Producer: bytes free as far as the validated tail tells. Returns HMS__RING_CORRUPT on a bad tail. */
+int hms__ring_free(hms__ring_t *r, uint64_t *free_bytes, char *why, size_t why_cap);
+/* Consumer: copy out and validate the next frame header (skipping PAD frames). On HMS__RING_OK, *hdr
+ * is the validated copy and *payload points at payload_len bytes inside the ring. */
+int hms__ring_peek(hms__ring_t *r, hms__frame_hdr_t *hdr, const uint8_t **payload, char *why, size_t why_cap);
+/* Consumer: release the frame returned by the last peek; wakes a producer waiting for space. */
+void hms__ring_consume(hms__ring_t *r, const hms__frame_hdr_t *hdr);
+/* True when the consumer would find something (cheap check, no validation). */
+static inline bool hms__ring_has_data(const hms__ring_t *r) {
+  return atomic_load_explicit(&r->ctl->head, memory_order_acquire) != r->pos;
+}
+
+/* ---------------------------------------------------------------- connection memory layout (channel.c) */
+#define HMS__CONN_MAGIC 0x314e4e4f43534d48ull /* "HMSCONN1" */
+#define HMS__HELLO_MAGIC 0x314f4c4c4548534dull
+#define HMS__WELCOME_MAGIC 0x31454d4f434c4557ull
+#define HMS__PROTO_VERSION 1
+#define HMS__CONN_HEADER_BYTES 4096
+#define HMS__REQ_CTL_OFFSET 1024
+#define HMS__RESP_CTL_OFFSET 2048
+
+typedef struct {
+  uint64_t magic;
+  uint32_t proto;
+  uint32_t header_bytes;
+  uint64_t req_cap;
+  uint64_t resp_cap;
+  uint64_t table_bytes;
+  uint64_t total_bytes;
+} hms__conn_hdr_t;
+
+/* Client -> server, first message on the socket. */
+typedef struct {
+  uint64_t magic;
+  uint32_t abi;
+  uint32_t proto;
+  uint64_t ring_bytes;
+  char service[HMS_NAME_MAX + 1];
+  char version[HMS_VERSION_MAX + 1];
+  char client_node[HMS_NAME_MAX + 1];
+} hms__hello_t;
+
+/* Server -> client, carries the memfd and the doorbell eventfd with SCM_RIGHTS when status == OK. */
+typedef struct {
+  uint64_t magic;
+  uint32_t abi;
+  uint32_t proto;
+  int32_t status;
+  int32_t reserved;
+  char message[256];
+  uint64_t req_cap;
+  uint64_t resp_cap;
+  uint64_t table_bytes;
+  uint64_t total_bytes;
+  uint32_t function_count;
+  uint32_t reserved2;
+} hms__welcome_t;
+
+/* Function table entries in the memfd after the rings: {u32 id, u32 flags, u32 name_len, name...}
+ * each padded to 4 bytes. */
+
+uint64_t hms__conn_total_bytes(uint64_t req_cap, uint64_t resp_cap, uint64_t table_bytes);
+int hms__memfd_create_sealed(uint64_t size, void **map, char *why, size_t why_cap);
+bool hms__is_pow2(uint64_t v);
+int hms__send_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
+/* Receives one message and up to max_fds descriptors; closes surplus/unexpected descriptors. */
+ssize_t hms__recv_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds);
+
+/* ---------------------------------------------------------------- registry (registry.c) */
+typedef struct {
+  uint32_t major, minor, patch;
+} hms__semver_t;
+bool hms__semver_parse(const char *s, hms__semver_t *out);
+int hms__semver_cmp(const hms__semver_t *a, const hms__semver_t *b);
+bool hms__name_valid(const char *s);
+hms_status_t hms__runtime_dir_resolve(const char *given, char *out, size_t cap, hms_error_t *err);
+hms_status_t hms__runtime_dir_ensure(const char *dir, hms_error_t *err);
+uint64_t hms__proc_starttime(pid_t pid); /* 0 when the process does not exist */
+/* Registration of one service: binds its socket under a directory lock. */
+hms_status_t hms__registry_bind(const char *dir, const char *name, const char *version, int *listen_fd,
+                                char *sock_path, size_t sock_cap, hms_error_t *err);
+hms_status_t hms__registry_write_meta(hms_service_t *svc, hms_error_t *err);
+void hms__registry_unregister(hms_service_t *svc);
+/* Finds live candidates for name/req, newest first. Returns count; fills paths (caller frees). */
+hms_status_t hms__registry_resolve(const char *dir, const char *name, const char *req, char ***paths,
+                                   char ***versions, size_t *count, hms_error_t *err);
+
+/* ---------------------------------------------------------------- node, services, server side (node.c) */
+typedef struct {
+  char name[HMS_NAME_MAX + 1];
+  uint32_t id;
+  uint32_t flags;
+  hms_handler_fn fn;
+  void *user_data;
+} hms__fn_t;
+
+struct hms_service_s {
+  hms_node_t *node;
+  char name[HMS_NAME_MAX + 1];
+  char version[HMS_VERSION_MAX + 1];
+  hms__semver_t semver;
+  int listen_fd;
+  char sock_path[HMS__PATH_MAX];
+  char meta_path[HMS__PATH_MAX];
+  hms__fn_t *fns[HMS_MAX_FUNCTIONS];
+  _Atomic uint32_t nfns;
+  struct hms__ep_tag_s *tag;
+  struct hms_service_s *next;
+};
+
+typedef struct hms__ep_tag_s {
+  int kind; /* HMS__EP_* */
+  void *ptr;
+} hms__ep_tag_t;
+enum { HMS__EP_LISTEN = 1, HMS__EP_CONN_SOCK = 2, HMS__EP_CONN_BELL = 3, HMS__EP_STOP = 4 };
+
+struct hms_call_s {
+  struct hms__conn_s *conn;
+  const hms__fn_t *fn;
+  hms__frame_hdr_t hdr; /* validated copy */
+  bool replied;
+  hms_status_t err_code;
+  char err_msg[256];
+  uint8_t *err_details;
+  size_t err_details_len;
+  uint32_t err_details_ct;
+};
+
+struct hms_node_s {
+  char name[HMS_NAME_MAX + 1];
+  char runtime_dir[HMS__PATH_MAX];
+  int64_t spin_ns;
+  uint64_t ring_bytes;
+  int epfd;
+  int stop_fd;
+  hms__ep_tag_t stop_tag;
+  _Atomic int stop_requested;
+  _Atomic int serving;
+  pthread_mutex_t lock; /* services list, function adds, metadata writes */
+  hms_service_t *services;
+  struct hms__conn_s **conns; /* active and handshaking server-side connections */
+  size_t nconns, conns_cap;
+  pthread_t thread;
+  bool thread_running;
+};
+
+/* ---------------------------------------------------------------- misc */
+size_t hms__strlcpy(char *dst, const char *src, size_t cap);
+extern __thread uint8_t hms__tls_trace_id[16];
+extern __thread uint8_t hms__tls_span_id[8];
+extern __thread uint8_t hms__tls_trace_flags;
+
+#endif

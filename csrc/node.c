@@ -1,0 +1,774 @@
+/* Node, services, function tables and the server side of connections: accept, handshake, dispatch.
+ *
+ * One thread serves a node. It drains every connection's request ring while there is work, spins for
+ * the configured budget when work stops, then sleeps in epoll_wait() on: the listening sockets (new
+ * clients), every connection's socket (the kernel reports a dead peer as a hang-up) and every
+ * connection's doorbell eventfd (a client rings it only when the ring says we are asleep). A doorbell
+ * per connection means a hostile client can neither drain nor jam another client's wake-ups. */
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal/hms_internal.h"
+
+#define HMS__HANDSHAKE_TIMEOUT_NS 5000000000LL
+#define HMS__EVENT_POLL_NS 1000000LL /* while busy, look at sockets at least every 1 ms */
+#define HMS__DRAIN_BATCH 64
+
+typedef enum { HMS__CONN_HANDSHAKE = 0, HMS__CONN_ACTIVE = 1 } hms__conn_state_t;
+
+typedef struct hms__conn_s {
+  hms_service_t *svc;
+  hms__conn_state_t state;
+  int sock;
+  int bell; /* eventfd the client rings when we sleep */
+  void *map;
+  size_t map_len;
+  hms__ring_t req;  /* we consume */
+  hms__ring_t resp; /* we produce */
+  pid_t pid;
+  uid_t uid;
+  gid_t gid;
+  int64_t handshake_deadline;
+  hms__ep_tag_t sock_tag, bell_tag;
+  bool dead;
+} hms__conn_t;
+
+HMS_API void hms_node_options_init(hms_node_options_t *opts) {
+  if (!opts) return;
+  memset(opts, 0, sizeof *opts);
+  opts->version = HMS_NODE_OPTIONS_VERSION;
+  opts->spin_ns = -1;
+}
+
+HMS_API hms_status_t hms_node_open(const hms_node_options_t *opts, hms_node_t **out, hms_error_t *err) {
+  if (!out) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "out is NULL");
+  *out = NULL;
+  hms_node_options_t defaults;
+  if (!opts) {
+    hms_node_options_init(&defaults);
+    opts = &defaults;
+  }
+  if (opts->version < 1 || opts->version > HMS_NODE_OPTIONS_VERSION)
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0,
+                     "hms_node_options_t.version is %u; this library knows 1..%u (call hms_node_options_init)",
+                     opts->version, HMS_NODE_OPTIONS_VERSION);
+  if (opts->name && !hms__name_valid(opts->name))
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0,
+                     "node name '%.64s' is invalid: use 1-%d characters of [A-Za-z0-9_.-]", opts->name,
+                     HMS_NAME_MAX);
+  uint64_t ring = opts->ring_bytes ? opts->ring_bytes : HMS_RING_DEFAULT_BYTES;
+  if (!hms__is_pow2(ring) || ring < HMS_RING_MIN_BYTES || ring > HMS_RING_MAX_BYTES)
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0,
+                     "ring_bytes %llu must be a power of two between %d and %d",
+                     (unsigned long long)opts->ring_bytes, HMS_RING_MIN_BYTES, HMS_RING_MAX_BYTES);
+  hms_node_t *n = calloc(1, sizeof *n);
+  if (!n) return hms__fail(err, HMS_RESOURCE_EXHAUSTED, ENOMEM, "out of memory");
+  hms_status_t st = hms__runtime_dir_resolve(opts->runtime_dir, n->runtime_dir, sizeof n->runtime_dir, err);
+  if (st) {
+    free(n);
+    return st;
+  }
+  if (opts->name)
+    hms__strlcpy(n->name, opts->name, sizeof n->name);
+  else
+    snprintf(n->name, sizeof n->name, "node-%d", (int)getpid());
+  n->spin_ns = opts->spin_ns < 0 ? hms__default_spin_ns() : opts->spin_ns;
+  n->ring_bytes = ring;
+  pthread_mutex_init(&n->lock, NULL);
+  n->epfd = epoll_create1(EPOLL_CLOEXEC);
+  n->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (n->epfd < 0 || n->stop_fd < 0) {
+    int e = errno;
+    if (n->epfd >= 0) close(n->epfd);
+    if (n->stop_fd >= 0) close(n->stop_fd);
+    free(n);
+    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, e, "epoll/eventfd creation failed: %s", strerror(e));
+  }
+  n->stop_tag.kind = HMS__EP_STOP;
+  n->stop_tag.ptr = n;
+  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &n->stop_tag};
+  epoll_ctl(n->epfd, EPOLL_CTL_ADD, n->stop_fd, &ev);
+  *out = n;
+  hms__ok(err);
+  return HMS_OK;
+}
+
+HMS_API const char *hms_node_runtime_dir(const hms_node_t *node) { return node ? node->runtime_dir : ""; }
+
+static void hms__conn_drop(hms_node_t *node, size_t idx) {
+  hms__conn_t *c = node->conns[idx];
+  epoll_ctl(node->epfd, EPOLL_CTL_DEL, c->sock, NULL);
+  if (c->bell >= 0) {
+    epoll_ctl(node->epfd, EPOLL_CTL_DEL, c->bell, NULL);
+    close(c->bell);
+  }
+  /* Closing the socket is what tells the client (POLLHUP) that every pending call is lost. */
+  close(c->sock);
+  if (c->map) munmap(c->map, c->map_len);
+  free(c);
+  node->conns[idx] = node->conns[--node->nconns];
+}
+
+HMS_API void hms_node_close(hms_node_t *node) {
+  if (!node) return;
+  hms_node_stop(node);
+  while (node->nconns) hms__conn_drop(node, node->nconns - 1);
+  free(node->conns);
+  hms_service_t *s = node->services;
+  while (s) {
+    hms_service_t *next = s->next;
+    hms__registry_unregister(s);
+    if (s->listen_fd >= 0) close(s->listen_fd);
+    uint32_t nf = atomic_load(&s->nfns);
+    for (uint32_t i = 0; i < nf; i++) free(s->fns[i]);
+    free(s->tag);
+    free(s);
+    s = next;
+  }
+  close(node->epfd);
+  close(node->stop_fd);
+  pthread_mutex_destroy(&node->lock);
+  free(node);
+}
+
+/* ------------------------------------------------------------------ services and functions */
+HMS_API hms_status_t hms_service_add(hms_node_t *node, const char *name, const char *version,
+                                     hms_service_t **out, hms_error_t *err) {
+  if (!node || !name || !version || !out)
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "node, name, version and out must not be NULL");
+  *out = NULL;
+  if (!hms__name_valid(name))
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0,
+                     "service name '%.64s' is invalid: use 1-%d characters of [A-Za-z0-9_.-], not starting "
+                     "with '.' or '-'",
+                     name, HMS_NAME_MAX);
+  hms__semver_t sv;
+  if (!hms__semver_parse(version, &sv))
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0,
+                     "service version '%.64s' is not MAJOR.MINOR.PATCH (for example \"1.2.0\")", version);
+  pthread_mutex_lock(&node->lock);
+  for (hms_service_t *s = node->services; s; s = s->next) {
+    if (!strcmp(s->name, name) && !strcmp(s->version, version)) {
+      pthread_mutex_unlock(&node->lock);
+      return hms__fail(err, HMS_ALREADY_EXISTS, 0,
+                       "this node already serves %s@%s; add functions to the existing service", name,
+                       version);
+    }
+  }
+  hms_status_t st = hms__runtime_dir_ensure(node->runtime_dir, err);
+  hms_service_t *s = NULL;
+  if (st == HMS_OK) {
+    s = calloc(1, sizeof *s);
+    if (s) s->tag = calloc(1, sizeof *s->tag);
+    if (!s || !s->tag) {
+      free(s);
+      s = NULL;
+      st = hms__fail(err, HMS_RESOURCE_EXHAUSTED, ENOMEM, "out of memory");
+    }
+  }
+  if (st == HMS_OK) {
+    s->node = node;
+    s->listen_fd = -1;
+    hms__strlcpy(s->name, name, sizeof s->name);
+    hms__strlcpy(s->version, version, sizeof s->version);
+    s->semver = sv;
+    snprintf(s->meta_path, sizeof s->meta_path, "%s/%s@%s.meta", node->runtime_dir, name, version);
+    st = hms__registry_bind(node->runtime_dir, name, version, &s->listen_fd, s->sock_path,
+                            sizeof s->sock_path, err);
+  }
+  if (st == HMS_OK) st = hms__registry_write_meta(s, err);
+  if (st == HMS_OK) {
+    s->tag->kind = HMS__EP_LISTEN;
+    s->tag->ptr = s;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = s->tag};
+    if (epoll_ctl(node->epfd, EPOLL_CTL_ADD, s->listen_fd, &ev) != 0)
+      st = hms__fail(err, HMS_INTERNAL, errno, "epoll_ctl failed: %s", strerror(errno));
+  }
+  if (st != HMS_OK) {
+    if (s) {
+      if (s->listen_fd >= 0) {
+        hms__registry_unregister(s);
+        close(s->listen_fd);
+      }
+      free(s->tag);
+      free(s);
+    }
+    pthread_mutex_unlock(&node->lock);
+    return st;
+  }
+  s->next = node->services;
+  node->services = s;
+  pthread_mutex_unlock(&node->lock);
+  *out = s;
+  hms__ok(err);
+  return HMS_OK;
+}
+
+HMS_API hms_status_t hms_function_add(hms_service_t *service, const char *name, uint32_t flags,
+                                      hms_handler_fn fn, void *user_data, hms_error_t *err) {
+  if (!service || !name || !fn)
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "service, name and handler must not be NULL");
+  if (!hms__name_valid(name))
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0,
+                     "function name '%.64s' is invalid: use 1-%d characters of [A-Za-z0-9_.-]", name,
+                     HMS_NAME_MAX);
+  hms_node_t *node = service->node;
+  pthread_mutex_lock(&node->lock);
+  uint32_t n = atomic_load(&service->nfns);
+  for (uint32_t i = 0; i < n; i++) {
+    if (!strcmp(service->fns[i]->name, name)) {
+      pthread_mutex_unlock(&node->lock);
+      return hms__fail(err, HMS_ALREADY_EXISTS, 0, "function '%s' already exists in service %s@%s", name,
+                       service->name, service->version);
+    }
+  }
+  if (n >= HMS_MAX_FUNCTIONS) {
+    pthread_mutex_unlock(&node->lock);
+    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0, "service %s@%s already has %d functions (the maximum)",
+                     service->name, service->version, HMS_MAX_FUNCTIONS);
+  }
+  hms__fn_t *f = calloc(1, sizeof *f);
+  if (!f) {
+    pthread_mutex_unlock(&node->lock);
+    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, ENOMEM, "out of memory");
+  }
+  hms__strlcpy(f->name, name, sizeof f->name);
+  f->id = n + 1;
+  f->flags = flags;
+  f->fn = fn;
+  f->user_data = user_data;
+  service->fns[n] = f;
+  atomic_store_explicit(&service->nfns, n + 1, memory_order_release); /* the dispatcher may be reading */
+  hms_status_t st = hms__registry_write_meta(service, err);
+  pthread_mutex_unlock(&node->lock);
+  if (st == HMS_OK) hms__ok(err);
+  return st;
+}
+
+/* ------------------------------------------------------------------ handshake */
+static void hms__conn_add(hms_node_t *node, hms__conn_t *c) {
+  if (node->nconns == node->conns_cap) {
+    size_t cap = node->conns_cap ? node->conns_cap * 2 : 16;
+    hms__conn_t **nv = realloc(node->conns, cap * sizeof *nv);
+    if (!nv) {
+      close(c->sock);
+      free(c);
+      return;
+    }
+    node->conns = nv;
+    node->conns_cap = cap;
+  }
+  node->conns[node->nconns++] = c;
+}
+
+static void hms__accept_all(hms_node_t *node, hms_service_t *svc) {
+  for (;;) {
+    int fd = accept4(svc->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) return; /* EAGAIN, or EMFILE: the client sees its handshake time out */
+    struct ucred cred;
+    socklen_t cl = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0) {
+      close(fd);
+      continue;
+    }
+    hms__conn_t *c = calloc(1, sizeof *c);
+    if (!c) {
+      close(fd);
+      continue;
+    }
+    c->svc = svc;
+    c->sock = fd;
+    c->bell = -1;
+    c->pid = cred.pid;
+    c->uid = cred.uid;
+    c->gid = cred.gid;
+    c->state = HMS__CONN_HANDSHAKE;
+    c->handshake_deadline = hms__now_ns() + HMS__HANDSHAKE_TIMEOUT_NS;
+    c->sock_tag.kind = HMS__EP_CONN_SOCK;
+    c->sock_tag.ptr = c;
+    c->bell_tag.kind = HMS__EP_CONN_BELL;
+    c->bell_tag.ptr = c;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = &c->sock_tag};
+    if (epoll_ctl(node->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      close(fd);
+      free(c);
+      continue;
+    }
+    hms__conn_add(node, c);
+  }
+}
+
+static void hms__welcome_error(hms__conn_t *c, hms_status_t code, const char *fmt, const char *a,
+                               const char *b) {
+  hms__welcome_t w;
+  memset(&w, 0, sizeof w);
+  w.magic = HMS__WELCOME_MAGIC;
+  w.abi = HMS_FFI_ABI_VERSION;
+  w.proto = HMS__PROTO_VERSION;
+  w.status = code;
+  snprintf(w.message, sizeof w.message, fmt, a, b);
+  hms__send_fds(c->sock, &w, sizeof w, NULL, 0);
+}
+
+/* Returns false when the connection must be dropped. */
+static bool hms__handshake(hms_node_t *node, hms__conn_t *c) {
+  hms__hello_t hello;
+  int fds[2], nfds = 0;
+  ssize_t n = hms__recv_fds(c->sock, &hello, sizeof hello, fds, 0, &nfds);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+  if (n != (ssize_t)sizeof hello || hello.magic != HMS__HELLO_MAGIC) return false;
+  hello.service[sizeof hello.service - 1] = 0;
+  hello.version[sizeof hello.version - 1] = 0;
+  hms_service_t *svc = c->svc;
+  char abi[32], mine[32];
+  if (hello.abi != HMS_FFI_ABI_VERSION || hello.proto != HMS__PROTO_VERSION) {
+    snprintf(abi, sizeof abi, "%u/%u", hello.abi, hello.proto);
+    snprintf(mine, sizeof mine, "%u/%u", HMS_FFI_ABI_VERSION, HMS__PROTO_VERSION);
+    hms__welcome_error(c, HMS_FAILED_PRECONDITION,
+                       "ABI/protocol mismatch: client %s, server %s; upgrade the older side", abi, mine);
+    return false;
+  }
+  if (strcmp(hello.service, svc->name) != 0 || strcmp(hello.version, svc->version) != 0) {
+    hms__welcome_error(c, HMS_NOT_FOUND, "this socket serves %s, not '%s'; re-resolve the service", svc->name,
+                       hello.service);
+    return false;
+  }
+  uint64_t ring = hello.ring_bytes ? hello.ring_bytes : node->ring_bytes;
+  if (!hms__is_pow2(ring) || ring < HMS_RING_MIN_BYTES || ring > HMS_RING_MAX_BYTES) {
+    snprintf(abi, sizeof abi, "%llu", (unsigned long long)hello.ring_bytes);
+    hms__welcome_error(c, HMS_INVALID_ARGUMENT, "requested ring size %s is not a power of two in range%s", abi,
+                       "");
+    return false;
+  }
+  /* Function table snapshot, written after the rings. */
+  uint32_t nf = atomic_load_explicit(&svc->nfns, memory_order_acquire);
+  uint64_t table = 0;
+  for (uint32_t i = 0; i < nf; i++) table += 12 + ((strlen(svc->fns[i]->name) + 3) & ~(size_t)3);
+  uint64_t total = hms__conn_total_bytes(ring, ring, table);
+  char why[160];
+  void *map = NULL;
+  int memfd = hms__memfd_create_sealed(total, &map, why, sizeof why);
+  if (memfd < 0) {
+    hms__welcome_error(c, HMS_RESOURCE_EXHAUSTED, "server could not allocate connection memory: %s%s", why, "");
+    return false;
+  }
+  int bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (bell < 0) {
+    close(memfd);
+    munmap(map, total);
+    hms__welcome_error(c, HMS_RESOURCE_EXHAUSTED, "server could not create an eventfd: %s%s", strerror(errno),
+                       "");
+    return false;
+  }
+  hms__conn_hdr_t *h = map;
+  h->magic = HMS__CONN_MAGIC;
+  h->proto = HMS__PROTO_VERSION;
+  h->header_bytes = HMS__CONN_HEADER_BYTES;
+  h->req_cap = ring;
+  h->resp_cap = ring;
+  h->table_bytes = table;
+  h->total_bytes = total;
+  uint8_t *base = map;
+  uint8_t *tp = base + HMS__CONN_HEADER_BYTES + 2 * ring;
+  for (uint32_t i = 0; i < nf; i++) {
+    uint32_t len = (uint32_t)strlen(svc->fns[i]->name);
+    uint32_t rec[3] = {svc->fns[i]->id, svc->fns[i]->flags, len};
+    memcpy(tp, rec, 12);
+    memcpy(tp + 12, svc->fns[i]->name, len);
+    tp += 12 + ((len + 3) & ~3u);
+  }
+  hms__ring_attach(&c->req, (hms__ring_ctl_t *)(base + HMS__REQ_CTL_OFFSET), base + HMS__CONN_HEADER_BYTES,
+                   ring);
+  hms__ring_attach(&c->resp, (hms__ring_ctl_t *)(base + HMS__RESP_CTL_OFFSET),
+                   base + HMS__CONN_HEADER_BYTES + ring, ring);
+  hms__welcome_t w;
+  memset(&w, 0, sizeof w);
+  w.magic = HMS__WELCOME_MAGIC;
+  w.abi = HMS_FFI_ABI_VERSION;
+  w.proto = HMS__PROTO_VERSION;
+  w.status = HMS_OK;
+  w.req_cap = ring;
+  w.resp_cap = ring;
+  w.table_bytes = table;
+  w.total_bytes = total;
+  w.function_count = nf;
+  int sfds[2] = {memfd, bell};
+  int rc = hms__send_fds(c->sock, &w, sizeof w, sfds, 2);
+  close(memfd); /* the client holds its own reference now; our mapping keeps the memory alive */
+  if (rc != 0) {
+    close(bell);
+    munmap(map, total);
+    return false;
+  }
+  c->map = map;
+  c->map_len = total;
+  c->bell = bell;
+  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->bell_tag};
+  epoll_ctl(node->epfd, EPOLL_CTL_ADD, bell, &ev);
+  c->state = HMS__CONN_ACTIVE;
+  return true;
+}
+
+/* ------------------------------------------------------------------ calls */
+static inline void hms__wake_client(hms__conn_t *c) {
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&c->resp.ctl->consumer_sleeping, memory_order_relaxed)) {
+    atomic_fetch_add_explicit(&c->resp.ctl->data_seq, 1, memory_order_release);
+    hms__futex_wake(&c->resp.ctl->data_seq, INT_MAX, 1);
+  }
+}
+
+static bool hms__write_response(hms__conn_t *c, const hms__frame_hdr_t *req, int32_t status, uint32_t ct,
+                                const void *a, size_t alen, const void *b, size_t blen) {
+  uint8_t *f;
+  char why[160];
+  if (hms__ring_reserve(&c->resp, alen + blen, &f, why, sizeof why) != HMS__RING_OK) return false;
+  hms__frame_hdr_t h;
+  memset(&h, 0, sizeof h);
+  h.len = (uint32_t)hms__frame_bytes(alen + blen);
+  h.kind = HMS__FRAME_RESPONSE;
+  h.fn_id = req->fn_id;
+  h.content_type = ct;
+  h.call_id = req->call_id;
+  h.status = status;
+  h.payload_len = (uint32_t)(alen + blen);
+  memcpy(f, &h, sizeof h);
+  if (alen) memcpy(f + sizeof h, a, alen);
+  if (blen) memcpy(f + sizeof h + alen, b, blen);
+  hms__ring_publish(&c->resp, h.len);
+  hms__wake_client(c);
+  return true;
+}
+
+/* Error replies carry: u32 message length, message, details bytes (content type in the header). */
+static bool hms__write_error(hms__conn_t *c, const hms__frame_hdr_t *req, int32_t status, const char *msg,
+                             const void *details, size_t dlen, uint32_t dct) {
+  size_t mlen = strlen(msg);
+  uint64_t room = c->resp.max_frame - HMS_FRAME_HEADER_BYTES - 4;
+  if (mlen > room) mlen = room;
+  if (dlen > room - mlen) dlen = 0; /* details too big for one frame: drop them, keep the message */
+  size_t blen = 4 + mlen + dlen;
+  uint8_t stackbuf[512];
+  uint8_t *buf = blen <= sizeof stackbuf ? stackbuf : malloc(blen);
+  if (!buf) return hms__write_response(c, req, status, HMS_CT_NONE, NULL, 0, NULL, 0);
+  uint32_t m32 = (uint32_t)mlen;
+  memcpy(buf, &m32, 4);
+  memcpy(buf + 4, msg, mlen);
+  if (dlen) memcpy(buf + 4 + mlen, details, dlen);
+  bool ok = hms__write_response(c, req, status, dlen ? dct : HMS_CT_NONE, buf, blen, NULL, 0);
+  if (buf != stackbuf) free(buf);
+  return ok;
+}
+
+HMS_API hms_status_t hms_call_reply(hms_call_t *call, const char *data, size_t len, uint32_t content_type,
+                                    hms_error_t *err) {
+  if (!call) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "call is NULL");
+  if (call->replied)
+    return hms__fail(err, HMS_FAILED_PRECONDITION, 0, "call %llu was already answered",
+                     (unsigned long long)call->hdr.call_id);
+  if (len && !data) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "data is NULL but len is %zu", len);
+  uint64_t max = call->conn->resp.max_frame - HMS_FRAME_HEADER_BYTES;
+  if (len > max)
+    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0,
+                     "reply of %zu bytes exceeds the connection's max message of %llu bytes; have the client "
+                     "connect with a larger ring_bytes or split the reply",
+                     len, (unsigned long long)max);
+  if (!hms__write_response(call->conn, &call->hdr, HMS_OK, content_type, data, len, NULL,
+                           0))
+    return hms__fail(err, HMS_INTERNAL, 0, "response ring unexpectedly full");
+  call->replied = true;
+  hms__ok(err);
+  return HMS_OK;
+}
+
+HMS_API void hms_call_set_error(hms_call_t *call, hms_status_t code, const char *message, const char *details,
+                                size_t details_len, uint32_t details_content_type) {
+  if (!call) return;
+  call->err_code = code;
+  hms__strlcpy(call->err_msg, message ? message : "", sizeof call->err_msg);
+  free(call->err_details);
+  call->err_details = NULL;
+  call->err_details_len = 0;
+  if (details && details_len) {
+    call->err_details = malloc(details_len);
+    if (call->err_details) {
+      memcpy(call->err_details, details, details_len);
+      call->err_details_len = details_len;
+      call->err_details_ct = details_content_type;
+    }
+  }
+}
+
+HMS_API void hms_call_peer(const hms_call_t *call, int32_t *pid, uint32_t *uid, uint32_t *gid) {
+  if (pid) *pid = call ? call->conn->pid : 0;
+  if (uid) *uid = call ? call->conn->uid : 0;
+  if (gid) *gid = call ? call->conn->gid : 0;
+}
+
+HMS_API int64_t hms_call_time_left_ns(const hms_call_t *call) {
+  if (!call || call->hdr.deadline_ns == 0) return INT64_MAX;
+  return call->hdr.deadline_ns - hms__now_ns();
+}
+HMS_API uint64_t hms_call_id(const hms_call_t *call) { return call ? call->hdr.call_id : 0; }
+HMS_API uint32_t hms_call_function_id(const hms_call_t *call) { return call ? call->hdr.fn_id : 0; }
+HMS_API const char *hms_call_function_name(const hms_call_t *call) {
+  return call && call->fn ? call->fn->name : "";
+}
+HMS_API const char *hms_call_service_name(const hms_call_t *call) { return call ? call->conn->svc->name : ""; }
+HMS_API void hms_call_trace(const hms_call_t *call, uint8_t trace_id[16], uint8_t span_id[8], uint8_t *flags) {
+  if (!call) return;
+  if (trace_id) memcpy(trace_id, call->hdr.trace_id, 16);
+  if (span_id) memcpy(span_id, call->hdr.span_id, 8);
+  if (flags) *flags = (call->hdr.flags & HMS__FRAME_F_TRACE_SAMPLED) ? 1 : 0;
+}
+
+static void hms__dispatch(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uint8_t *payload) {
+  hms_service_t *svc = c->svc;
+  char msg[256];
+  if (hdr->deadline_ns != 0 && hms__now_ns() >= hdr->deadline_ns) {
+    hms__write_error(c, hdr, HMS_DEADLINE_EXCEEDED, "deadline expired before the server started the call",
+                     NULL, 0, 0);
+    return;
+  }
+  uint32_t nf = atomic_load_explicit(&svc->nfns, memory_order_acquire);
+  if (hdr->fn_id == 0 || hdr->fn_id > nf) {
+    snprintf(msg, sizeof msg,
+             "function id %u is not served by %s@%s (it has %u functions); reconnect to refresh the table",
+             hdr->fn_id, svc->name, svc->version, nf);
+    hms__write_error(c, hdr, HMS_UNIMPLEMENTED, msg, NULL, 0, 0);
+    return;
+  }
+  hms_call_t call;
+  memset(&call, 0, sizeof call);
+  call.conn = c;
+  call.fn = svc->fns[hdr->fn_id - 1];
+  call.hdr = *hdr;
+  hms_payload_t req = {.data = payload,
+                       .len = hdr->payload_len,
+                       .content_type = hdr->content_type};
+  hms_status_t rc = call.fn->fn(&call, &req, call.fn->user_data);
+  if (!call.replied) {
+    hms_status_t code = call.err_code ? call.err_code : rc;
+    if (code == HMS_OK) {
+      hms__write_response(c, hdr, HMS_OK, HMS_CT_NONE, NULL, 0, NULL, 0);
+    } else {
+      if (!call.err_msg[0])
+        snprintf(call.err_msg, sizeof call.err_msg, "handler %s.%s returned %s", svc->name, call.fn->name,
+                 hms_status_str(code));
+      hms__write_error(c, hdr, code, call.err_msg, call.err_details, call.err_details_len, call.err_details_ct);
+    }
+  }
+  free(call.err_details);
+}
+
+/* Drains up to HMS__DRAIN_BATCH requests of one connection. Returns the number handled, or -1 when
+ * the connection must be dropped. */
+static int hms__drain(hms__conn_t *c) {
+  int done = 0;
+  char why[200];
+  while (done < HMS__DRAIN_BATCH) {
+    if (!hms__ring_has_data(&c->req)) break;
+    /* Only start a call when its reply is sure to fit: a client that stops reading its replies
+     * stalls itself, never the dispatcher. */
+    uint64_t free_bytes;
+    if (hms__ring_free(&c->resp, &free_bytes, why, sizeof why) != HMS__RING_OK) return -1;
+    if (free_bytes < 2 * c->resp.max_frame) {
+      atomic_store(&c->resp.ctl->producer_waiting, 1);
+      atomic_thread_fence(memory_order_seq_cst);
+      if (hms__ring_free(&c->resp, &free_bytes, why, sizeof why) != HMS__RING_OK) return -1;
+      if (free_bytes < 2 * c->resp.max_frame) break;
+      atomic_store(&c->resp.ctl->producer_waiting, 0);
+    }
+    hms__frame_hdr_t hdr;
+    const uint8_t *payload;
+    int rc = hms__ring_peek(&c->req, &hdr, &payload, why, sizeof why);
+    if (rc == HMS__RING_EMPTY) break;
+    if (rc == HMS__RING_CORRUPT || hdr.kind != HMS__FRAME_REQUEST) {
+      /* The client corrupted its own ring: tell it why if we can, then drop only this connection. */
+      if (rc != HMS__RING_CORRUPT) snprintf(why, sizeof why, "unexpected frame kind %u in request ring", hdr.kind);
+      hms__frame_hdr_t none;
+      memset(&none, 0, sizeof none);
+      char msg[256];
+      snprintf(msg, sizeof msg, "server dropped the connection: %s", why);
+      hms__write_error(c, &none, HMS_DATA_LOSS, msg, NULL, 0, 0);
+      return -1;
+    }
+    hms__dispatch(c, &hdr, payload);
+    hms__ring_consume(&c->req, &hdr);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&c->req.ctl->producer_waiting, memory_order_relaxed)) {
+      atomic_store(&c->req.ctl->producer_waiting, 0);
+      atomic_fetch_add_explicit(&c->req.ctl->space_seq, 1, memory_order_release);
+      hms__futex_wake(&c->req.ctl->space_seq, INT_MAX, 1);
+    }
+    done++;
+  }
+  return done;
+}
+
+/* Handles epoll events; returns true when a stop was requested. Sets *interrupted on EINTR. */
+static bool hms__handle_events(hms_node_t *node, int timeout_ms, bool *interrupted) {
+  struct epoll_event evs[64];
+  int n = epoll_wait(node->epfd, evs, 64, timeout_ms);
+  if (n < 0 && errno == EINTR && interrupted) *interrupted = true;
+  bool stop = false;
+  for (int i = 0; i < n; i++) {
+    hms__ep_tag_t *tag = evs[i].data.ptr;
+    uint64_t v;
+    switch (tag->kind) {
+      case HMS__EP_STOP:
+        while (read(node->stop_fd, &v, sizeof v) > 0) {
+        }
+        stop = true;
+        break;
+      case HMS__EP_LISTEN:
+        hms__accept_all(node, tag->ptr);
+        break;
+      case HMS__EP_CONN_BELL: {
+        hms__conn_t *c = tag->ptr;
+        if (!c->dead)
+          while (read(c->bell, &v, sizeof v) > 0) {
+          }
+        break;
+      }
+      case HMS__EP_CONN_SOCK: {
+        hms__conn_t *c = tag->ptr;
+        if (c->dead) break;
+        if (evs[i].events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)) {
+          c->dead = true;
+        } else if (c->state == HMS__CONN_HANDSHAKE) {
+          if (!hms__handshake(node, c)) c->dead = true;
+        } else {
+          /* Nothing is expected on an active connection's socket: a peer talking is a protocol error. */
+          char b[16];
+          ssize_t r = recv(c->sock, b, sizeof b, MSG_DONTWAIT);
+          if (r == 0 || (r < 0 && errno != EAGAIN)) c->dead = true;
+          if (r > 0) c->dead = true;
+        }
+        break;
+      }
+    }
+  }
+  /* Drop dead connections and expired handshakes after the loop: tags above may point at them. */
+  int64_t now = node->nconns ? hms__now_ns() : 0;
+  for (size_t i = node->nconns; i-- > 0;) {
+    hms__conn_t *c = node->conns[i];
+    if (c->dead || (c->state == HMS__CONN_HANDSHAKE && now > c->handshake_deadline)) hms__conn_drop(node, i);
+  }
+  return stop;
+}
+
+static int hms__epoll_timeout_ms(hms_node_t *node, int64_t deadline) {
+  int64_t now = hms__now_ns();
+  int64_t until = deadline;
+  for (size_t i = 0; i < node->nconns; i++)
+    if (node->conns[i]->state == HMS__CONN_HANDSHAKE && node->conns[i]->handshake_deadline < until)
+      until = node->conns[i]->handshake_deadline;
+  if (until == INT64_MAX) return -1;
+  int64_t ms = (until - now + 999999) / 1000000;
+  if (ms < 0) ms = 0;
+  if (ms > INT_MAX) ms = INT_MAX;
+  return (int)ms;
+}
+
+HMS_API hms_status_t hms_node_serve(hms_node_t *node, int64_t timeout_ns, hms_error_t *err) {
+  if (!node) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "node is NULL");
+  int expected = 0;
+  if (!atomic_compare_exchange_strong(&node->serving, &expected, 1))
+    return hms__fail(err, HMS_FAILED_PRECONDITION, 0,
+                     "node '%s' is already being served by another thread; one serving thread per node",
+                     node->name);
+  int64_t deadline = hms__deadline_from_timeout(timeout_ns);
+  int64_t last_work = hms__now_ns();
+  int64_t last_events = last_work;
+  bool stop = false, interrupted = false;
+  while (!stop && !interrupted) {
+    if (atomic_load_explicit(&node->stop_requested, memory_order_relaxed)) break;
+    int work = 0;
+    for (size_t i = 0; i < node->nconns; i++) {
+      hms__conn_t *c = node->conns[i];
+      if (c->state != HMS__CONN_ACTIVE || c->dead) continue;
+      int r = hms__drain(c);
+      if (r < 0)
+        c->dead = true;
+      else
+        work += r;
+    }
+    int64_t now = hms__now_ns();
+    if (now >= deadline) break;
+    if (work) {
+      last_work = now;
+      if (now - last_events >= HMS__EVENT_POLL_NS) {
+        stop = hms__handle_events(node, 0, NULL);
+        last_events = now;
+      }
+      continue;
+    }
+    if (now - last_work < node->spin_ns) {
+      for (int k = 0; k < 32; k++) hms__cpu_relax();
+      if (now - last_events >= HMS__EVENT_POLL_NS) {
+        stop = hms__handle_events(node, 0, NULL);
+        last_events = now;
+      }
+      continue;
+    }
+    /* Going to sleep: tell every client to ring its doorbell, then look once more (a request that
+     * raced with the flag would otherwise sleep with us). */
+    for (size_t i = 0; i < node->nconns; i++)
+      if (node->conns[i]->state == HMS__CONN_ACTIVE)
+        atomic_store_explicit(&node->conns[i]->req.ctl->consumer_sleeping, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    bool pending = false;
+    for (size_t i = 0; i < node->nconns && !pending; i++)
+      if (node->conns[i]->state == HMS__CONN_ACTIVE && hms__ring_has_data(&node->conns[i]->req)) pending = true;
+    if (!pending) stop = hms__handle_events(node, hms__epoll_timeout_ms(node, deadline), &interrupted);
+    for (size_t i = 0; i < node->nconns; i++)
+      if (node->conns[i]->state == HMS__CONN_ACTIVE)
+        atomic_store_explicit(&node->conns[i]->req.ctl->consumer_sleeping, 0, memory_order_relaxed);
+    last_events = last_work = hms__now_ns();
+  }
+  if (stop || atomic_load(&node->stop_requested)) {
+    uint64_t v;
+    while (read(node->stop_fd, &v, sizeof v) > 0) {
+    }
+    atomic_store(&node->stop_requested, 0);
+  }
+  atomic_store(&node->serving, 0);
+  if (interrupted && !stop) return hms__fail(err, HMS_CANCELLED, EINTR, "interrupted by a signal");
+  hms__ok(err);
+  return HMS_OK;
+}
+
+static void *hms__serve_thread(void *arg) {
+  hms_node_t *node = arg;
+  hms_node_serve(node, -1, NULL);
+  return NULL;
+}
+
+HMS_API hms_status_t hms_node_start(hms_node_t *node, hms_error_t *err) {
+  if (!node) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "node is NULL");
+  if (node->thread_running || atomic_load(&node->serving))
+    return hms__fail(err, HMS_FAILED_PRECONDITION, 0, "node '%s' is already serving", node->name);
+  int rc = pthread_create(&node->thread, NULL, hms__serve_thread, node);
+  if (rc != 0) return hms__fail(err, HMS_RESOURCE_EXHAUSTED, rc, "pthread_create failed: %s", strerror(rc));
+  node->thread_running = true;
+  hms__ok(err);
+  return HMS_OK;
+}
+
+HMS_API void hms_node_stop(hms_node_t *node) {
+  if (!node) return;
+  atomic_store(&node->stop_requested, 1);
+  uint64_t one = 1;
+  ssize_t w = write(node->stop_fd, &one, sizeof one);
+  (void)w;
+  if (node->thread_running && !pthread_equal(pthread_self(), node->thread)) {
+    pthread_join(node->thread, NULL);
+    node->thread_running = false;
+  }
+}

@@ -1,0 +1,34 @@
+"""hms-ffi-native: cross-language, cross-process function calls over shared memory.
+
+    import hms_ffi_native as hms
+
+    node = hms.Node("oms")
+    orders = node.service("hms.oms.order", version="1.0.0")
+
+    @orders.function()
+    def CreateOrder(order, ctx):
+        return {"id": 1, **order}
+
+    node.start()
+    with hms.connect("hms.oms.order", version="^1") as oms:
+        print(oms.call("CreateOrder", {"customer_id": 7}, timeout=0.5))
+"""
+from ._errors import (STATUS_NAMES, Aborted, AlreadyExists, Cancelled, DataLoss, DeadlineExceeded,
+                      FailedPrecondition, FFIError, Internal, InvalidArgument, NotFound, OutOfRange,
+                      PermissionDenied, ResourceExhausted, Unauthenticated, Unavailable, Unimplemented,
+                      Unknown, error_for)
+from ._core import (CallContext, Client, Node, Service, ServiceInfo, connect, default_runtime_dir,
+                    list_services)
+from ._native import ffi as _ffi
+from ._native import lib as _lib
+
+__version__ = _ffi.string(_lib.hms_version_string()).decode()
+ABI_VERSION = _lib.hms_abi_version()
+
+__all__ = [
+    "Node", "Service", "Client", "CallContext", "ServiceInfo", "connect", "list_services",
+    "default_runtime_dir", "FFIError", "Cancelled", "Unknown", "InvalidArgument", "DeadlineExceeded",
+    "NotFound", "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted",
+    "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated", "error_for",
+    "STATUS_NAMES", "ABI_VERSION", "__version__",
+]

@@ -1,0 +1,567 @@
+"""Node, Service, Client: the Python face of the C core.
+
+Layering: ``_native`` (cffi ffi/lib) -> ``_raise`` (the one place a status becomes an exception) ->
+the classes below. Handles have ``close()`` and ``with``; nothing relies on garbage collection.
+
+Threads:
+* A ``Client`` may be used from any number of threads at once (the core matches replies by call id);
+  the GIL is released while a call waits.
+* A ``Node`` is served by one thread at a time: ``serve()`` on the calling thread or ``start()`` for a
+  background thread. Handlers run on that serving thread, one call at a time.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import threading
+import traceback
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from ._codec import CODECS, CT_NONE, CT_RAW, decode, encode
+from ._errors import (FailedPrecondition, FFIError, InvalidArgument, NotFound, error_for)
+from ._native import ffi, lib
+
+__all__ = ["Node", "Service", "Client", "CallContext", "ServiceInfo", "connect", "list_services",
+           "default_runtime_dir"]
+
+_NS = 1_000_000_000
+
+
+def _check_abi() -> None:
+    built, header = lib.hms_abi_version(), lib.HMS_FFI_ABI_VERSION
+    if built != header:
+        raise ImportError(
+            f"hms_ffi_native: the C library has ABI version {built} but the bindings were generated from a "
+            f"header with ABI version {header}; reinstall the package so both come from one build"
+        )
+
+
+_check_abi()
+
+
+def _raise(status: int, err, details: Any = None) -> None:
+    """Raises the exception for a failed C call (err is an hms_error_t*)."""
+    message = ffi.string(err.message).decode("utf-8", "replace")
+    source = "remote" if err.origin == lib.HMS_ORIGIN_REMOTE else "local"
+    raise error_for(status, message, details=details, source=source)
+
+
+def _timeout_ns(timeout: Optional[float]) -> int:
+    if timeout is None:
+        return -1
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
+        raise InvalidArgument(f"timeout must be seconds as a number or None, got {type(timeout).__name__}")
+    if timeout < 0:
+        raise InvalidArgument(f"timeout must be >= 0 seconds or None, got {timeout}")
+    return int(timeout * _NS)
+
+
+def _spin_ns(spin_us: Optional[float]) -> int:
+    if spin_us is None:
+        return -1
+    if spin_us < 0:
+        raise InvalidArgument("spin_us must be >= 0 (0 = never spin) or None for the default")
+    return int(spin_us * 1000)
+
+
+def _runtime_dir_arg(runtime_dir) -> Any:
+    return os.fsencode(runtime_dir) if runtime_dir is not None else ffi.NULL
+
+
+def default_runtime_dir() -> str:
+    """The directory services register in: $HMS_FFI_RUNTIME_DIR, else $XDG_RUNTIME_DIR/hms-ffi, else
+    /tmp/hms-ffi-<uid>."""
+    buf = ffi.new("char[]", 4096)
+    err = ffi.new("hms_error_t *")
+    st = lib.hms_default_runtime_dir(buf, 4096, err)
+    if st:
+        _raise(st, err)
+    return ffi.string(buf).decode()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Serving
+# ----------------------------------------------------------------------------------------------------
+class CallContext:
+    """What a handler knows about the call it serves. Valid only while the handler runs."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call) -> None:
+        self._call = call
+
+    @property
+    def peer_pid(self) -> int:
+        """Caller's pid as verified by the kernel (SO_PEERCRED), never as claimed."""
+        p = ffi.new("int32_t *")
+        lib.hms_call_peer(self._call, p, ffi.NULL, ffi.NULL)
+        return p[0]
+
+    @property
+    def peer_uid(self) -> int:
+        p = ffi.new("uint32_t *")
+        lib.hms_call_peer(self._call, ffi.NULL, p, ffi.NULL)
+        return p[0]
+
+    @property
+    def peer_gid(self) -> int:
+        p = ffi.new("uint32_t *")
+        lib.hms_call_peer(self._call, ffi.NULL, ffi.NULL, p)
+        return p[0]
+
+    @property
+    def time_left(self) -> Optional[float]:
+        """Seconds until the caller gives up (may be <= 0), or None when it set no deadline."""
+        ns = lib.hms_call_time_left_ns(self._call)
+        return None if ns == 2**63 - 1 else ns / _NS
+
+    @property
+    def call_id(self) -> int:
+        return lib.hms_call_id(self._call)
+
+    @property
+    def function(self) -> str:
+        return ffi.string(lib.hms_call_function_name(self._call)).decode()
+
+    @property
+    def service(self) -> str:
+        return ffi.string(lib.hms_call_service_name(self._call)).decode()
+
+    @property
+    def traceparent(self) -> Optional[str]:
+        """The caller's W3C traceparent header value, or None when the call carries no trace."""
+        tid = ffi.new("uint8_t[16]")
+        sid = ffi.new("uint8_t[8]")
+        fl = ffi.new("uint8_t *")
+        lib.hms_call_trace(self._call, tid, sid, fl)
+        t, s = bytes(tid), bytes(sid)
+        if not any(t):
+            return None
+        return f"00-{t.hex()}-{s.hex()}-{fl[0]:02x}"
+
+
+class _Function:
+    __slots__ = ("name", "fn", "codec", "wants_ctx", "handle", "service")
+
+    def __init__(self, service: "Service", name: str, fn: Callable, codec: Optional[str]) -> None:
+        self.service = service
+        self.name = name
+        self.fn = fn
+        self.codec = codec
+        self.wants_ctx = _wants_context(fn)
+        self.handle = ffi.new_handle(self)
+
+
+def _wants_context(fn: Callable) -> bool:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return True
+    if len(positional) >= 2:
+        return True
+    return any(p.name == "ctx" for p in params)
+
+
+def _set_error(call, exc: FFIError) -> int:
+    details = b""
+    ct = CT_NONE
+    if exc.details is not None:
+        try:
+            details, ct = encode(exc.details)
+        except FFIError:
+            details, ct = encode(repr(exc.details))
+    lib.hms_call_set_error(call, exc.code, exc.message.encode("utf-8", "replace")[:255], details,
+                           len(details), ct)
+    return exc.code
+
+
+@ffi.def_extern()
+def _hms_py_handler(call, req, user_data):
+    entry: _Function = ffi.from_handle(user_data)
+    try:
+        n = req.len
+        data = ffi.buffer(req.data, n)[:] if n else b""  # copied: the peer may rewrite shared memory
+        ct = req.content_type
+        arg = data if ct == CT_RAW else decode(ct, data)
+        if entry.wants_ctx:
+            result = entry.fn(arg, CallContext(call))
+        else:
+            result = entry.fn(arg)
+        out, out_ct = encode(result, entry.codec)
+        err = ffi.new("hms_error_t *")
+        st = lib.hms_call_reply(call, out, len(out), out_ct, err)
+        if st:
+            msg = ffi.string(err.message).decode("utf-8", "replace")
+            lib.hms_call_set_error(call, st, msg.encode()[:255], ffi.NULL, 0, 0)
+            return st
+        return 0
+    except FFIError as e:
+        return _set_error(call, e)
+    except (KeyboardInterrupt, SystemExit) as e:
+        entry.service.node._interrupt(e)
+        return _set_error(call, error_for(1, "the server is shutting down"))
+    except BaseException as e:  # a handler bug must become an error reply, never a dead dispatcher
+        node = entry.service.node
+        if node.log_handler_errors:
+            sys.stderr.write(f"hms_ffi_native: handler {entry.service.name}.{entry.name} raised:\n")
+            traceback.print_exc()
+        return _set_error(call, error_for(2, f"{type(e).__name__}: {e}"))
+
+
+class Service:
+    """A named, versioned set of functions served by a :class:`Node`."""
+
+    def __init__(self, node: "Node", name: str, version: str, ptr) -> None:
+        self.node = node
+        self.name = name
+        self.version = version
+        self._ptr = ptr
+        self._functions: Dict[str, _Function] = {}
+
+    def add_function(self, name: str, fn: Callable, *, codec: Optional[str] = None,
+                     idempotent: bool = False) -> None:
+        """Registers ``fn(payload[, ctx])`` under ``name``. ``codec`` fixes the reply encoding
+        ('raw', 'cbor', 'json'); by default bytes go raw and other values as CBOR."""
+        self.node._check_open()
+        if not callable(fn):
+            raise InvalidArgument(f"handler for {name!r} must be callable, got {type(fn).__name__}")
+        if not isinstance(name, str):
+            raise InvalidArgument(f"function name must be a str, got {type(name).__name__}")
+        if codec is not None and codec not in CODECS:
+            raise InvalidArgument(f"unknown codec {codec!r}; use one of {sorted(CODECS)}")
+        entry = _Function(self, name, fn, codec)
+        err = ffi.new("hms_error_t *")
+        flags = lib.HMS_FN_IDEMPOTENT if idempotent else 0
+        st = lib.hms_function_add(self._ptr, name.encode(), flags, lib._hms_py_handler, entry.handle, err)
+        if st:
+            _raise(st, err)
+        self._functions[name] = entry  # keeps the handle alive as long as the C side may use it
+
+    def function(self, name: Optional[str] = None, *, codec: Optional[str] = None,
+                 idempotent: bool = False) -> Callable[[Callable], Callable]:
+        """Decorator form of :meth:`add_function`; the name defaults to the function's ``__name__``."""
+        if callable(name):  # used bare: @service.function
+            fn = name
+            self.add_function(fn.__name__, fn)
+            return fn
+
+        def deco(fn: Callable) -> Callable:
+            self.add_function(name or fn.__name__, fn, codec=codec, idempotent=idempotent)
+            return fn
+
+        return deco
+
+    @property
+    def functions(self) -> List[str]:
+        return list(self._functions)
+
+    def __repr__(self) -> str:
+        return f"<Service {self.name}@{self.version} functions={self.functions}>"
+
+
+class Node:
+    """A process's presence in the runtime directory: serves services and opens clients.
+
+    ``spin_us`` is how long waiting threads busy-poll before sleeping (None = default 50 µs, 0 = never
+    spin: lowest CPU, higher latency). ``ring_bytes`` is the per-direction ring size of connections
+    this node serves (max message = ring_bytes/4 - 64).
+    """
+
+    def __init__(self, name: Optional[str] = None, *, runtime_dir: Optional[str] = None,
+                 spin_us: Optional[float] = None, ring_bytes: int = 0,
+                 log_handler_errors: bool = True) -> None:
+        opts = ffi.new("hms_node_options_t *")
+        lib.hms_node_options_init(opts)
+        keep = []
+        if name is not None:
+            if not isinstance(name, str):
+                raise InvalidArgument(f"node name must be a str, got {type(name).__name__}")
+            keep.append(ffi.new("char[]", name.encode()))
+            opts.name = keep[-1]
+        if runtime_dir is not None:
+            keep.append(ffi.new("char[]", os.fsencode(runtime_dir)))
+            opts.runtime_dir = keep[-1]
+        opts.spin_ns = _spin_ns(spin_us)
+        if not isinstance(ring_bytes, int) or ring_bytes < 0:
+            raise InvalidArgument("ring_bytes must be a non-negative int (0 = default)")
+        opts.ring_bytes = ring_bytes
+        out = ffi.new("hms_node_t **")
+        err = ffi.new("hms_error_t *")
+        st = lib.hms_node_open(opts, out, err)
+        if st:
+            _raise(st, err)
+        self._ptr = out[0]
+        self.name = name or f"node-{os.getpid()}"
+        self.log_handler_errors = log_handler_errors
+        self._services: Dict[tuple, Service] = {}
+        self._clients: "set[Client]" = set()
+        self._thread: Optional[threading.Thread] = None
+        self._interrupted: Optional[BaseException] = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle
+    def _check_open(self) -> None:
+        if self._ptr is None:
+            raise FailedPrecondition("this node is closed; open a new Node")
+
+    @property
+    def runtime_dir(self) -> str:
+        self._check_open()
+        return ffi.string(lib.hms_node_runtime_dir(self._ptr)).decode()
+
+    def service(self, name: str, version: str = "0.1.0") -> Service:
+        """Adds (and publishes) a service. Raises AlreadyExists if any live process serves name@version."""
+        self._check_open()
+        if not isinstance(name, str) or not isinstance(version, str):
+            raise InvalidArgument("service name and version must be str")
+        out = ffi.new("hms_service_t **")
+        err = ffi.new("hms_error_t *")
+        st = lib.hms_service_add(self._ptr, name.encode(), version.encode(), out, err)
+        if st:
+            _raise(st, err)
+        svc = Service(self, name, version, out[0])
+        self._services[(name, version)] = svc
+        return svc
+
+    def serve(self, timeout: Optional[float] = None) -> None:
+        """Serves on this thread until ``stop()``, Ctrl-C, or ``timeout`` seconds."""
+        self._check_open()
+        import time
+
+        end = None if timeout is None else time.monotonic() + timeout
+        err = ffi.new("hms_error_t *")
+        while True:
+            left = -1 if end is None else max(0, int((end - time.monotonic()) * _NS))
+            st = lib.hms_node_serve(self._ptr, left, err)
+            if self._interrupted is not None:
+                e, self._interrupted = self._interrupted, None
+                raise e
+            if st == lib.HMS_CANCELLED:  # a signal: let Python run its handlers, then go on
+                continue
+            if st:
+                _raise(st, err)
+            return
+
+    def start(self) -> "Node":
+        """Serves on a background thread (daemon) until ``stop()`` or ``close()``."""
+        self._check_open()
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                raise FailedPrecondition(f"node {self.name!r} is already serving in the background")
+            self._thread = threading.Thread(target=self._serve_forever, name=f"hms-serve-{self.name}",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def _serve_forever(self) -> None:
+        err = ffi.new("hms_error_t *")
+        while self._ptr is not None:
+            st = lib.hms_node_serve(self._ptr, -1, err)
+            if st == lib.HMS_CANCELLED:
+                continue
+            return
+
+    def _interrupt(self, exc: BaseException) -> None:
+        self._interrupted = exc
+        lib.hms_node_stop(self._ptr)
+
+    def stop(self) -> None:
+        """Stops serving (returns once the background thread, if any, has finished)."""
+        if self._ptr is None:
+            return
+        lib.hms_node_stop(self._ptr)
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join()
+            self._thread = None
+
+    def close(self) -> None:
+        """Stops serving, closes this node's clients, unregisters its services. Idempotent."""
+        if self._ptr is None:
+            return
+        self.stop()
+        for c in list(self._clients):
+            c.close()
+        lib.hms_node_close(self._ptr)
+        self._ptr = None
+
+    def __enter__(self) -> "Node":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # backstop only; close() is the contract
+        try:
+            if getattr(self, "_ptr", None) is not None and (self._thread is None or not self._thread.is_alive()):
+                self.close()
+        except Exception:
+            pass
+
+    # -- clients
+    def connect(self, service: str, version: str = "*", *, timeout: Optional[float] = 5.0,
+                spin_us: Optional[float] = None, ring_bytes: int = 0) -> "Client":
+        """Connects to the newest live ``service`` matching ``version`` ('*', '^1', '~1.2', '1.2.3', '>=1.2')."""
+        self._check_open()
+        if not isinstance(service, str):
+            raise InvalidArgument(f"service name must be a str, got {type(service).__name__}")
+        if not isinstance(version, str):
+            raise InvalidArgument(f"version requirement must be a str, got {type(version).__name__}")
+        opts = ffi.new("hms_connect_options_t *")
+        lib.hms_connect_options_init(opts)
+        opts.timeout_ns = _timeout_ns(timeout)
+        opts.spin_ns = _spin_ns(spin_us)
+        opts.ring_bytes = ring_bytes
+        out = ffi.new("hms_client_t **")
+        err = ffi.new("hms_error_t *")
+        st = lib.hms_connect(self._ptr, service.encode(), version.encode(), opts, out, err)
+        if st:
+            _raise(st, err)
+        client = Client(self, out[0])
+        self._clients.add(client)
+        return client
+
+    def __repr__(self) -> str:
+        state = "closed" if self._ptr is None else f"services={[f'{n}@{v}' for n, v in self._services]}"
+        return f"<Node {self.name} {state}>"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Calling
+# ----------------------------------------------------------------------------------------------------
+class _Scratch(threading.local):
+    def __init__(self) -> None:
+        self.resp = ffi.new("hms_payload_t *")
+        self.err = ffi.new("hms_error_t *")
+
+
+class Client:
+    """A connection to one service. Thread-safe: share one client between threads."""
+
+    def __init__(self, node: Node, ptr) -> None:
+        self._node = node
+        self._ptr = ptr
+        self._scratch = _Scratch()
+        n = lib.hms_client_function_count(ptr)
+        name = ffi.new("const char **")
+        fid = ffi.new("uint32_t *")
+        flags = ffi.new("uint32_t *")
+        self.functions: Dict[str, int] = {}
+        for i in range(n):
+            lib.hms_client_function_at(ptr, i, name, fid, flags)
+            self.functions[ffi.string(name[0]).decode()] = fid[0]
+        self.service = ffi.string(lib.hms_client_service_name(ptr)).decode()
+        self.version = ffi.string(lib.hms_client_service_version(ptr)).decode()
+        self.server_pid = lib.hms_client_server_pid(ptr)
+        self.max_message = lib.hms_client_max_message(ptr)
+
+    def call(self, function: str, payload: Any = None, *, timeout: Optional[float] = None,
+             codec: Optional[str] = None) -> Any:
+        """Calls ``function`` with ``payload`` and returns the decoded reply.
+
+        Raises the status's exception (``hms.NotFound``, ``hms.DeadlineExceeded``,
+        ``hms.Unavailable``, ...) on failure; remote errors carry the handler's message and details.
+        """
+        ptr = self._ptr
+        if ptr is None:
+            raise FailedPrecondition(f"client of {self.service}@{self.version} is closed; connect again")
+        fid = self.functions.get(function)
+        if fid is None:
+            if not isinstance(function, str):
+                raise InvalidArgument(f"function name must be a str, got {type(function).__name__}")
+            known = ", ".join(sorted(self.functions)) or "none"
+            raise NotFound(f"{self.service}@{self.version} has no function {function!r} (it has: {known})")
+        if codec is None and type(payload) is bytes:
+            data, ct = payload, CT_RAW
+        else:
+            data, ct = encode(payload, codec)
+        tns = -1 if timeout is None else _timeout_ns(timeout)
+        s = self._scratch
+        resp, err = s.resp, s.err
+        st = lib.hms_call_bytes(ptr, fid, data, len(data), ct, resp, tns, err)
+        n = resp.len
+        out = ffi.buffer(resp.data, n)[:] if n else b""
+        rct = resp.content_type
+        lib.hms_payload_release(resp)
+        if st:
+            details = None
+            if n:
+                try:
+                    details = decode(rct, out)
+                except FFIError:
+                    details = out
+            _raise(st, err, details)
+        if rct == CT_RAW:
+            return out
+        return decode(rct, out)
+
+    def close(self) -> None:
+        """Closes the connection. Idempotent. Calls in flight on other threads must have returned."""
+        ptr, self._ptr = self._ptr, None
+        if ptr is not None:
+            lib.hms_client_close(ptr)
+            self._node._clients.discard(self)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._ptr is None else f"pid={self.server_pid}"
+        return f"<Client {self.service}@{self.version} {state}>"
+
+
+_default_nodes: Dict[Optional[str], Node] = {}
+_default_lock = threading.Lock()
+
+
+def _default_node(runtime_dir: Optional[str]) -> Node:
+    with _default_lock:
+        node = _default_nodes.get(runtime_dir)
+        if node is None or node._ptr is None:
+            node = Node(f"client-{os.getpid()}", runtime_dir=runtime_dir)
+            _default_nodes[runtime_dir] = node
+        return node
+
+
+def connect(service: str, version: str = "*", *, timeout: Optional[float] = 5.0,
+            runtime_dir: Optional[str] = None, spin_us: Optional[float] = None, ring_bytes: int = 0) -> Client:
+    """Connects to a service from a process-wide client node. See :meth:`Node.connect`."""
+    return _default_node(runtime_dir).connect(service, version, timeout=timeout, spin_us=spin_us,
+                                               ring_bytes=ring_bytes)
+
+
+@dataclass
+class ServiceInfo:
+    name: str
+    version: str
+    node: str
+    pid: int
+    uid: int
+    functions: Dict[str, int] = field(default_factory=dict)
+
+
+def list_services(runtime_dir: Optional[str] = None) -> List[ServiceInfo]:
+    """Live services in the runtime directory, by name then newest version. Removes dead entries."""
+    out = ffi.new("hms_service_list_t *")
+    err = ffi.new("hms_error_t *")
+    st = lib.hms_list_services(_runtime_dir_arg(runtime_dir), out, err)
+    if st:
+        _raise(st, err)
+    try:
+        result = []
+        for i in range(out.count):
+            it = out.items[i]
+            fns = {ffi.string(it.function_names[j]).decode(): it.function_ids[j] for j in range(it.function_count)}
+            result.append(ServiceInfo(ffi.string(it.name).decode(), ffi.string(it.version).decode(),
+                                      ffi.string(it.node).decode(), it.pid, it.uid, fns))
+        return result
+    finally:
+        out.release(out)

@@ -1,0 +1,359 @@
+/// hms_ffi.h — the public C ABI of hms-ffi-native.
+///
+/// This header is the API. Every binding (Python/cffi, Go/cgo, Rust, PHP FFI) is generated from it or
+/// checked against it. Keep it plain C: no inline functions, no function-like macros that a binding
+/// would need, every constant an integer literal.
+///
+/// Conventions
+///   * Fallible functions return hms_status_t and take `hms_error_t *err` last; `err` may be NULL.
+///   * Handles are opened and closed in pairs; every `*_close(NULL)` is a no-op.
+///   * Options structs begin with `uint32_t version` and are filled by `*_options_init()`.
+///   * Anything the library hands out that must be given back carries `release` + `private_data`.
+///   * Times are nanoseconds. Deadlines are relative timeouts at the API (`timeout_ns`, < 0 = none);
+///     on the wire they are absolute CLOCK_MONOTONIC instants, which Linux shares across processes.
+#ifndef HMS_FFI_H
+#define HMS_FFI_H
+
+#ifndef HMS_FFI_CDEF /* the cffi/PHP generators preprocess with HMS_FFI_CDEF defined */
+#include <stddef.h>
+#include <stdint.h>
+#endif
+
+#ifndef HMS_API
+#if defined(HMS_FFI_CDEF)
+#define HMS_API
+#elif defined(HMS_FFI_BUILDING)
+#define HMS_API __attribute__((visibility("default")))
+#else
+#define HMS_API
+#endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ----------------------------------------------------------------------------------------------
+ * Versions. The package version lives here and nowhere else (setup.py and every binding read it).
+ * The ABI version changes only when a released signature or struct layout changes.
+ * -------------------------------------------------------------------------------------------- */
+#define HMS_FFI_VERSION_MAJOR 0
+#define HMS_FFI_VERSION_MINOR 1
+#define HMS_FFI_VERSION_PATCH 0
+#define HMS_FFI_ABI_VERSION 1
+
+/// Returns: the HMS_FFI_ABI_VERSION the library was built with. Bindings compare it with the header
+/// they were generated from and refuse to run on a mismatch.
+HMS_API uint32_t hms_abi_version(void);
+/// Returns: "MAJOR.MINOR.PATCH", a static string.
+HMS_API const char *hms_version_string(void);
+
+/* ----------------------------------------------------------------------------------------------
+ * Status codes: the gRPC canonical codes with their gRPC values. Never renumbered.
+ * -------------------------------------------------------------------------------------------- */
+typedef int32_t hms_status_t;
+enum {
+  HMS_OK = 0,
+  HMS_CANCELLED = 1,
+  HMS_UNKNOWN = 2,
+  HMS_INVALID_ARGUMENT = 3,
+  HMS_DEADLINE_EXCEEDED = 4,
+  HMS_NOT_FOUND = 5,
+  HMS_ALREADY_EXISTS = 6,
+  HMS_PERMISSION_DENIED = 7,
+  HMS_RESOURCE_EXHAUSTED = 8,
+  HMS_FAILED_PRECONDITION = 9,
+  HMS_ABORTED = 10,
+  HMS_OUT_OF_RANGE = 11,
+  HMS_UNIMPLEMENTED = 12,
+  HMS_INTERNAL = 13,
+  HMS_UNAVAILABLE = 14,
+  HMS_DATA_LOSS = 15,
+  HMS_UNAUTHENTICATED = 16
+};
+
+/// Returns: the canonical name of a status ("OK", "NOT_FOUND", ...), a static string, never NULL
+/// ("UNRECOGNIZED_STATUS" for values outside the table).
+HMS_API const char *hms_status_str(hms_status_t status);
+
+/// Where an error was raised.
+enum {
+  HMS_ORIGIN_LOCAL = 0,  ///< in this process (bad argument, connection lost, deadline here, ...)
+  HMS_ORIGIN_REMOTE = 1  ///< by the peer: a handler's error or the peer's dispatcher
+};
+
+/// Error details filled by fallible functions. Ownership: the caller's (stack is fine).
+/// Thread-safety: one per thread/call.
+typedef struct hms_error_s {
+  hms_status_t code;  ///< same value the function returned
+  int32_t os_errno;   ///< errno of the failing system call, 0 when none
+  int32_t origin;     ///< HMS_ORIGIN_*
+  int32_t reserved;
+  char message[256];  ///< NUL-terminated: what happened and what to do next
+} hms_error_t;
+
+/* ----------------------------------------------------------------------------------------------
+ * Payloads and content types
+ * -------------------------------------------------------------------------------------------- */
+/// Content types travel in every frame so a peer in any language knows how to decode a payload.
+enum {
+  HMS_CT_NONE = 0,     ///< empty payload
+  HMS_CT_RAW = 1,      ///< opaque bytes
+  HMS_CT_CBOR = 2,     ///< RFC 8949 CBOR (the default for structured values)
+  HMS_CT_JSON = 3,     ///< UTF-8 JSON
+  HMS_CT_PROTOBUF = 4, ///< a protobuf message; the function's schema says which
+  HMS_CT_ARROW = 5,    ///< Arrow IPC stream / arena-backed Arrow data
+  HMS_CT_USER = 1024   ///< first value free for applications
+};
+
+/// A payload: a byte range plus its content type.
+/// Ownership: when the library fills one (a reply), `release` is set and the caller must call
+/// hms_payload_release() exactly once; the data stays valid until then. When the caller builds one
+/// (a request), `release` is ignored and the data only needs to live for the duration of the call.
+/// Thread-safety: a filled payload may be handed to and released by any thread.
+typedef struct hms_payload_s {
+  const void *data;
+  size_t len;
+  uint32_t content_type;  ///< HMS_CT_*
+  uint32_t flags;         ///< reserved, 0
+  void (*release)(struct hms_payload_s *payload);  ///< NULL once released / when not owned
+  void *private_data;
+} hms_payload_t;
+
+/// Releases a payload the library filled; sets data=NULL, len=0, release=NULL. NULL and already
+/// released payloads are no-ops.
+HMS_API void hms_payload_release(hms_payload_t *payload);
+
+/* ----------------------------------------------------------------------------------------------
+ * Limits
+ * -------------------------------------------------------------------------------------------- */
+#define HMS_NAME_MAX 127          ///< longest service/function/node name, in bytes
+#define HMS_VERSION_MAX 63        ///< longest version string
+#define HMS_MAX_FUNCTIONS 4096    ///< functions per service
+#define HMS_RING_MIN_BYTES 4096
+#define HMS_RING_MAX_BYTES 1073741824
+#define HMS_RING_DEFAULT_BYTES 1048576
+#define HMS_FRAME_HEADER_BYTES 64 ///< every ring frame starts with a 64-byte header
+
+/* ----------------------------------------------------------------------------------------------
+ * Node: a process's presence in the runtime directory. Owns services and client connections.
+ * -------------------------------------------------------------------------------------------- */
+typedef struct hms_node_s hms_node_t;
+typedef struct hms_service_s hms_service_t;
+typedef struct hms_client_s hms_client_t;
+typedef struct hms_call_s hms_call_t;
+
+#define HMS_NODE_OPTIONS_VERSION 1
+/// Options for hms_node_open(). Fill with hms_node_options_init() first, then change fields.
+typedef struct hms_node_options_s {
+  uint32_t version;          ///< HMS_NODE_OPTIONS_VERSION
+  uint32_t reserved0;
+  const char *name;          ///< node name for listings; NULL = "node-<pid>"
+  const char *runtime_dir;   ///< NULL = $HMS_FFI_RUNTIME_DIR, else $XDG_RUNTIME_DIR/hms-ffi, else /tmp/hms-ffi-<uid>
+  int64_t spin_ns;           ///< busy-wait budget before sleeping; 0 = never spin; < 0 = default (50 us)
+  uint64_t ring_bytes;       ///< per-direction ring size for connections this node serves; 0 = default
+  uint64_t reserved[8];
+} hms_node_options_t;
+
+/// Fills `opts` with defaults. Thread-safety: any thread.
+HMS_API void hms_node_options_init(hms_node_options_t *opts);
+
+/// Opens a node. `opts` may be NULL (defaults). Creates the runtime directory (mode 0700) if missing.
+/// Ownership: the caller owns *out and must hms_node_close() it.
+/// Returns: HMS_OK; HMS_INVALID_ARGUMENT for bad options; HMS_FAILED_PRECONDITION when the runtime
+/// directory cannot be created or is unsafe (not ours, group/world writable).
+HMS_API hms_status_t hms_node_open(const hms_node_options_t *opts, hms_node_t **out, hms_error_t *err);
+
+/// Closes a node: unregisters its services, drops every connection (peers see UNAVAILABLE), frees
+/// everything. NULL is a no-op. Must not race with hms_node_serve() on another thread: stop and join
+/// the serving thread first (hms_node_stop + wait, or hms_node_start's thread is joined here).
+HMS_API void hms_node_close(hms_node_t *node);
+
+/// Returns: the runtime directory this node uses (valid until close).
+HMS_API const char *hms_node_runtime_dir(const hms_node_t *node);
+
+/// Runs the dispatch loop on the calling thread: accepts connections, runs handlers, detects dead
+/// peers. Returns after `timeout_ns` (< 0 = until hms_node_stop()).
+/// Thread-safety: one serving thread per node at a time; handlers run on that thread.
+/// Returns: HMS_OK on timeout or stop; HMS_CANCELLED when a signal interrupted the sleep (so that the
+/// caller can run its signal handlers, e.g. Python's KeyboardInterrupt, and call again);
+/// HMS_FAILED_PRECONDITION if another thread is serving.
+HMS_API hms_status_t hms_node_serve(hms_node_t *node, int64_t timeout_ns, hms_error_t *err);
+
+/// Starts a background thread running hms_node_serve() until hms_node_stop() or close.
+HMS_API hms_status_t hms_node_start(hms_node_t *node, hms_error_t *err);
+
+/// Asks the serving loop to return. Safe from any thread and from handlers; never blocks.
+/// Joins the background thread if hms_node_start() created one and the caller is not that thread.
+HMS_API void hms_node_stop(hms_node_t *node);
+
+/* ----------------------------------------------------------------------------------------------
+ * Services and functions
+ * -------------------------------------------------------------------------------------------- */
+/// Function flags.
+enum {
+  HMS_FN_DEFAULT = 0,
+  HMS_FN_IDEMPOTENT = 1u << 0  ///< safe to retry (informational; used by retry policies)
+};
+
+/// A handler. Runs on the serving thread. `req` (payload and data) is valid only during the call and
+/// lives in shared memory that a hostile peer could rewrite concurrently: copy what you validate.
+/// Reply with hms_call_reply(); fail with hms_call_set_error() and/or a non-OK return.
+/// Returns: HMS_OK (an empty reply is sent if none was given) or an error code.
+typedef hms_status_t (*hms_handler_fn)(hms_call_t *call, const hms_payload_t *req, void *user_data);
+
+/// Adds a service (name of [A-Za-z0-9_.-], semantic version "MAJOR.MINOR.PATCH") to the node and
+/// makes it discoverable. Ownership: the node owns *out (valid until hms_node_close()).
+/// Returns: HMS_ALREADY_EXISTS when a live process (this one included) already serves name@version;
+/// HMS_INVALID_ARGUMENT for a bad name or version.
+HMS_API hms_status_t hms_service_add(hms_node_t *node, const char *name, const char *version,
+                                     hms_service_t **out, hms_error_t *err);
+
+/// Adds a function. Function ids are assigned in order from 1. Functions may be added while the node
+/// serves; clients see the table as of their connect.
+/// Thread-safety: not concurrently with another hms_function_add() on the same node.
+/// Returns: HMS_ALREADY_EXISTS for a duplicate name; HMS_RESOURCE_EXHAUSTED past HMS_MAX_FUNCTIONS.
+HMS_API hms_status_t hms_function_add(hms_service_t *service, const char *name, uint32_t flags,
+                                      hms_handler_fn fn, void *user_data, hms_error_t *err);
+
+/* ----------------------------------------------------------------------------------------------
+ * Inside a handler
+ * -------------------------------------------------------------------------------------------- */
+/// Sends the reply (copied into the response ring). At most once per call.
+/// Returns: HMS_RESOURCE_EXHAUSTED when the payload exceeds the connection's max message size;
+/// HMS_FAILED_PRECONDITION when already replied.
+HMS_API hms_status_t hms_call_reply(hms_call_t *call, const char *data, size_t len,
+                                    uint32_t content_type, hms_error_t *err);
+
+/// Records the error the caller will receive: code, message (copied, truncated to 255 bytes) and
+/// optional details bytes of the given content type (copied). Takes effect when the handler returns.
+HMS_API void hms_call_set_error(hms_call_t *call, hms_status_t code, const char *message,
+                                const char *details, size_t details_len, uint32_t details_content_type);
+
+/// Identity of the caller as verified by the kernel (SO_PEERCRED), never as claimed by the caller.
+HMS_API void hms_call_peer(const hms_call_t *call, int32_t *pid, uint32_t *uid, uint32_t *gid);
+/// Returns: nanoseconds left until the caller's deadline, INT64_MAX when there is none (may be <= 0).
+HMS_API int64_t hms_call_time_left_ns(const hms_call_t *call);
+HMS_API uint64_t hms_call_id(const hms_call_t *call);
+HMS_API uint32_t hms_call_function_id(const hms_call_t *call);
+/// Returns: the function's name, valid during the call.
+HMS_API const char *hms_call_function_name(const hms_call_t *call);
+/// Returns: the service's name, valid during the call.
+HMS_API const char *hms_call_service_name(const hms_call_t *call);
+/// Copies the caller's W3C trace context (16-byte trace id, 8-byte span id, flags). All zero = none.
+HMS_API void hms_call_trace(const hms_call_t *call, uint8_t trace_id[16], uint8_t span_id[8], uint8_t *flags);
+
+/* ----------------------------------------------------------------------------------------------
+ * Clients
+ * -------------------------------------------------------------------------------------------- */
+#define HMS_CONNECT_OPTIONS_VERSION 1
+typedef struct hms_connect_options_s {
+  uint32_t version;       ///< HMS_CONNECT_OPTIONS_VERSION
+  uint32_t reserved0;
+  int64_t timeout_ns;     ///< handshake timeout; < 0 = default (5 s)
+  int64_t spin_ns;        ///< busy-wait budget while waiting for replies; 0 = never; < 0 = the node's
+  uint64_t ring_bytes;    ///< requested per-direction ring size (power of two); 0 = the server's choice
+  uint64_t reserved[8];
+} hms_connect_options_t;
+
+HMS_API void hms_connect_options_init(hms_connect_options_t *opts);
+
+/// Connects to the newest live service named `service` whose version satisfies `version_req`
+/// ("*", "1.2.3", "=1.2.3", "^1", "^1.2", "~1.2", "~1.2.3", ">=1.2"; NULL = "*").
+/// Ownership: the caller owns *out and must hms_client_close() it before closing the node.
+/// Returns: HMS_NOT_FOUND when no live service matches (the message lists the versions seen);
+/// HMS_UNAVAILABLE when it matched but refused or died; HMS_DEADLINE_EXCEEDED on handshake timeout;
+/// HMS_FAILED_PRECONDITION on an ABI mismatch.
+HMS_API hms_status_t hms_connect(hms_node_t *node, const char *service, const char *version_req,
+                                 const hms_connect_options_t *opts, hms_client_t **out, hms_error_t *err);
+
+/// Closes a client. Pending calls on other threads must have returned. NULL is a no-op.
+HMS_API void hms_client_close(hms_client_t *client);
+
+/// Looks up a function id by name (from the table received at connect).
+/// Returns: HMS_NOT_FOUND with the list of known functions in the message.
+HMS_API hms_status_t hms_client_function_id(const hms_client_t *client, const char *name, uint32_t *fn_id,
+                                            hms_error_t *err);
+/// Returns: the number of functions in the table; fills name/id/flags of entry `index` with
+/// hms_client_function_at() (name valid until close). Returns HMS_OUT_OF_RANGE past the end.
+HMS_API uint32_t hms_client_function_count(const hms_client_t *client);
+HMS_API hms_status_t hms_client_function_at(const hms_client_t *client, uint32_t index, const char **name,
+                                            uint32_t *fn_id, uint32_t *flags);
+/// Returns: the service's name / version / pid as connected (valid until close).
+HMS_API const char *hms_client_service_name(const hms_client_t *client);
+HMS_API const char *hms_client_service_version(const hms_client_t *client);
+HMS_API int32_t hms_client_server_pid(const hms_client_t *client);
+/// Returns: the largest payload a single call can carry on this connection.
+HMS_API size_t hms_client_max_message(const hms_client_t *client);
+
+/// A synchronous call: sends `req` to function `fn_id` and waits up to `timeout_ns` (< 0 = forever)
+/// for the reply. On HMS_OK `resp` holds the reply; on a remote error `resp` holds the error details
+/// (possibly empty) and `err` the code and message. Release `resp` with hms_payload_release() in
+/// every case (it is always left valid, possibly empty).
+/// Thread-safety: any number of threads may call concurrently on one client; replies are matched
+/// by call id. Not concurrently with hms_client_close().
+/// Returns: the handler's status; HMS_DEADLINE_EXCEEDED; HMS_UNAVAILABLE when the server died or
+/// closed; HMS_RESOURCE_EXHAUSTED when `req` exceeds hms_client_max_message(); HMS_UNIMPLEMENTED for
+/// an id the server does not have; HMS_DATA_LOSS when the server wrote a corrupt frame.
+HMS_API hms_status_t hms_call(hms_client_t *client, uint32_t fn_id, const hms_payload_t *req,
+                              hms_payload_t *resp, int64_t timeout_ns, hms_error_t *err);
+
+/// The same call with the request given as flat arguments (for FFIs where building a struct is
+/// costly: Python, PHP). `data` may be NULL when `len` is 0.
+HMS_API hms_status_t hms_call_bytes(hms_client_t *client, uint32_t fn_id, const char *data, size_t len,
+                                    uint32_t content_type, hms_payload_t *resp, int64_t timeout_ns,
+                                    hms_error_t *err);
+
+/// Sets the W3C trace context sent with calls made by the calling thread on any client
+/// (NULL trace_id clears it).
+HMS_API void hms_set_thread_trace(const uint8_t trace_id[16], const uint8_t span_id[8], uint8_t flags);
+
+/* ----------------------------------------------------------------------------------------------
+ * Discovery
+ * -------------------------------------------------------------------------------------------- */
+/// One registered service as read from the runtime directory.
+typedef struct hms_service_info_s {
+  char name[HMS_NAME_MAX + 1];
+  char version[HMS_VERSION_MAX + 1];
+  char node[HMS_NAME_MAX + 1];
+  int32_t pid;
+  uint32_t uid;
+  uint32_t function_count;
+  uint32_t reserved0;
+  char **function_names;  ///< function_count names, owned by the list
+  uint32_t *function_ids;
+  uint64_t reserved[4];
+} hms_service_info_t;
+
+/// A list of services. Ownership: release with `release(list)` exactly once (sets release = NULL).
+typedef struct hms_service_list_s {
+  size_t count;
+  hms_service_info_t *items;
+  void (*release)(struct hms_service_list_s *list);
+  void *private_data;
+} hms_service_list_t;
+
+/// Lists live services in `runtime_dir` (NULL = the default directory), sorted by name then newest
+/// version first. Entries of dead processes are removed on the way.
+/// Returns: HMS_OK (an empty list when the directory does not exist).
+HMS_API hms_status_t hms_list_services(const char *runtime_dir, hms_service_list_t *out, hms_error_t *err);
+
+/// Resolves the default runtime directory into `buf`.
+/// Returns: HMS_OUT_OF_RANGE when `cap` is too small.
+HMS_API hms_status_t hms_default_runtime_dir(char *buf, size_t cap, hms_error_t *err);
+
+/// Returns: 1 when `version` satisfies `requirement`, 0 when not, -1 when either does not parse.
+HMS_API int hms_version_matches(const char *version, const char *requirement);
+
+/* ----------------------------------------------------------------------------------------------
+ * Size queries for FFI users that allocate these structs themselves.
+ * -------------------------------------------------------------------------------------------- */
+HMS_API size_t hms_sizeof_error(void);
+HMS_API size_t hms_sizeof_payload(void);
+HMS_API size_t hms_sizeof_node_options(void);
+HMS_API size_t hms_sizeof_connect_options(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* HMS_FFI_H */
