@@ -518,16 +518,18 @@ class Client:
         return f"<Client {self.service}@{self.version} {state}>"
 
 
-_default_nodes: Dict[Optional[str], Node] = {}
+_default_nodes: Dict[str, Node] = {}
 _default_lock = threading.Lock()
 
 
 def _default_node(runtime_dir: Optional[str]) -> Node:
+    # Keyed by the resolved directory: HMS_FFI_RUNTIME_DIR may change between calls.
+    key = os.fspath(runtime_dir) if runtime_dir is not None else default_runtime_dir()
     with _default_lock:
-        node = _default_nodes.get(runtime_dir)
+        node = _default_nodes.get(key)
         if node is None or node._ptr is None:
-            node = Node(f"client-{os.getpid()}", runtime_dir=runtime_dir)
-            _default_nodes[runtime_dir] = node
+            node = Node(f"client-{os.getpid()}", runtime_dir=key)
+            _default_nodes[key] = node
         return node
 
 

@@ -1,0 +1,111 @@
+"""Command line: `hms-ffi` / `python -m hms_ffi_native`.
+
+    hms-ffi --libdir | --includedir | --pkgconfig-dir | --version
+    hms-ffi ls [--json]                     live services, versions, functions, pids
+    hms-ffi call SERVICE FUNCTION [JSON]    call a function with a JSON payload (sent as CBOR)
+    hms-ffi demo                            a service and a client in two processes
+
+Exit codes: 0 ok, 1 the operation failed (the status name is printed), 2 usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _ls(args) -> int:
+    import hms_ffi_native as hms
+
+    services = hms.list_services(args.runtime_dir)
+    if args.json:
+        print(json.dumps([s.__dict__ for s in services], indent=2))
+        return 0
+    if not services:
+        print(f"no services in {args.runtime_dir or hms.default_runtime_dir()}")
+        return 0
+    rows = [("SERVICE", "VERSION", "PID", "NODE", "FUNCTIONS")]
+    rows += [(s.name, s.version, str(s.pid), s.node, ", ".join(sorted(s.functions))) for s in services]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[4])
+    return 0
+
+
+def _call(args) -> int:
+    import hms_ffi_native as hms
+
+    try:
+        payload = json.loads(args.payload) if args.payload is not None else None
+    except ValueError as e:
+        print(f"payload is not valid JSON: {e}", file=sys.stderr)
+        return 2
+    with hms.connect(args.service, args.version, runtime_dir=args.runtime_dir) as c:
+        reply = c.call(args.function, payload, timeout=args.timeout)
+    if isinstance(reply, bytes):
+        print(reply.hex())
+    else:
+        print(json.dumps(reply, indent=2, default=str))
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="hms-ffi", description="hms-ffi-native: cross-process calls over shared memory")
+    p.add_argument("--libdir", action="store_true", help="print the directory holding libhms_ffi.so")
+    p.add_argument("--includedir", action="store_true", help="print the directory holding hms_ffi/hms_ffi.h")
+    p.add_argument("--pkgconfig-dir", action="store_true", help="print the directory holding hms_ffi.pc")
+    p.add_argument("--version", action="store_true", help="print the package and ABI version")
+    p.add_argument("--runtime-dir", default=None, help="runtime directory (default: $HMS_FFI_RUNTIME_DIR, ...)")
+    sub = p.add_subparsers(dest="cmd")
+    ls = sub.add_parser("ls", help="list live services")
+    ls.add_argument("--json", action="store_true")
+    call = sub.add_parser("call", help="call a function with a JSON payload")
+    call.add_argument("service")
+    call.add_argument("function")
+    call.add_argument("payload", nargs="?")
+    call.add_argument("--version", dest="version", default="*", help="version requirement, e.g. ^1")
+    call.add_argument("--timeout", type=float, default=5.0)
+    sub.add_parser("demo", help="run a service and a client in two processes")
+    args = p.parse_args(argv)
+
+    if args.libdir or args.includedir or args.pkgconfig_dir:
+        from . import _paths
+
+        try:
+            if args.libdir:
+                print(_paths.libdir())
+            if args.includedir:
+                print(_paths.includedir())
+            if args.pkgconfig_dir:
+                print(_paths.pkgconfig_dir())
+        except FileNotFoundError as e:
+            print(e, file=sys.stderr)
+            return 1
+        return 0
+    if args.version:
+        import hms_ffi_native as hms
+
+        print(f"hms-ffi-native {hms.__version__} (ABI {hms.ABI_VERSION})")
+        return 0
+    if args.cmd is None:
+        p.print_help()
+        return 2
+    from ._errors import FFIError
+
+    try:
+        if args.cmd == "ls":
+            return _ls(args)
+        if args.cmd == "call":
+            return _call(args)
+        if args.cmd == "demo":
+            from ._demo import run
+
+            return run()
+    except FFIError as e:
+        print(f"hms-ffi: {e}", file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

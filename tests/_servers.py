@@ -1,0 +1,71 @@
+"""Service processes used by the tests. `python tests/_servers.py KIND [ARGS]` prints "ready" once
+serving. The runtime directory comes from HMS_FFI_RUNTIME_DIR."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import hms_ffi_native as hms
+
+
+def echo_service(node, name="py.echo", version="1.0.0"):
+    svc = node.service(name, version)
+
+    @svc.function()
+    def echo(x):
+        return x
+
+    @svc.function(codec="json")
+    def echo_json(x):
+        return x
+
+    @svc.function()
+    def sleep(seconds):
+        time.sleep(seconds)
+        return "slept"
+
+    @svc.function()
+    def whoami(_, ctx):
+        return {"pid": os.getpid(), "peer_pid": ctx.peer_pid, "peer_uid": ctx.peer_uid}
+
+    @svc.function()
+    def fail(args):
+        code, message, details = args
+        raise hms.error_for(code, message, details=details)
+
+    @svc.function()
+    def crash(_):
+        raise ZeroDivisionError("boom")
+
+    @svc.function()
+    def big(n):
+        return b"z" * n
+
+    return svc
+
+
+def main() -> None:
+    kind = sys.argv[1]
+    spin = float(os.environ["HMS_TEST_SPIN_US"]) if "HMS_TEST_SPIN_US" in os.environ else None
+    node = hms.Node(f"srv-{kind}", spin_us=spin, log_handler_errors=False)
+    if kind == "echo":
+        echo_service(node)
+    elif kind == "versions":
+        for v in sys.argv[2:]:
+            svc = node.service("py.versioned", v)
+            svc.add_function("version", lambda _x, v=v: v)
+    elif kind == "named":
+        echo_service(node, sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "1.0.0")
+    else:
+        raise SystemExit(f"unknown server kind {kind}")
+    print("ready", flush=True)
+    try:
+        node.serve()
+    except KeyboardInterrupt:
+        pass
+    node.close()
+
+
+if __name__ == "__main__":
+    main()
