@@ -179,7 +179,7 @@ HMS_API hms_status_t hms_service_add(hms_node_t *node, const char *name, const c
     s->semver = sv;
     snprintf(s->meta_path, sizeof s->meta_path, "%s/%s@%s.meta", node->runtime_dir, name, version);
     st = hms__registry_bind(node->runtime_dir, name, version, &s->listen_fd, s->sock_path,
-                            sizeof s->sock_path, err);
+                            sizeof s->sock_path, &s->sock_dev, &s->sock_ino, err);
   }
   if (st == HMS_OK) st = hms__registry_write_meta(s, err);
   if (st == HMS_OK) {

@@ -352,7 +352,8 @@ static bool hms__socket_listening(const char *path) {
 }
 
 hms_status_t hms__registry_bind(const char *dir, const char *name, const char *version, int *listen_fd,
-                                char *sock_path, size_t sock_cap, hms_error_t *err) {
+                                char *sock_path, size_t sock_cap, uint64_t *dev, uint64_t *ino,
+                                hms_error_t *err) {
   char meta_path[HMS__PATH_MAX];
   hms__entry_paths(dir, name, version, sock_path, sock_cap, meta_path, sizeof meta_path);
   struct sockaddr_un sa;
@@ -399,6 +400,11 @@ hms_status_t hms__registry_bind(const char *dir, const char *name, const char *v
     st = hms__fail(err, HMS_UNAVAILABLE, errno, "listen('%s') failed: %s", sock_path, strerror(errno));
     unlink(sock_path);
   }
+  struct stat sst;
+  if (st == HMS_OK && stat(sock_path, &sst) == 0) {
+    *dev = (uint64_t)sst.st_dev;
+    *ino = (uint64_t)sst.st_ino;
+  }
   hms__dir_unlock(lk);
   if (st != HMS_OK) {
     close(fd);
@@ -440,9 +446,10 @@ void hms__registry_unregister(hms_service_t *svc) {
     if (m.pid == (int32_t)getpid()) unlink(svc->meta_path);
     hms__meta_free(&m);
   }
-  struct stat a, b;
-  if (svc->listen_fd >= 0 && fstat(svc->listen_fd, &a) == 0 && stat(svc->sock_path, &b) == 0 &&
-      a.st_ino == b.st_ino)
+  /* fstat() on a socket describes sockfs, not the path: compare with what we saw right after bind. */
+  struct stat b;
+  if (svc->listen_fd >= 0 && stat(svc->sock_path, &b) == 0 && (uint64_t)b.st_ino == svc->sock_ino &&
+      (uint64_t)b.st_dev == svc->sock_dev)
     unlink(svc->sock_path);
   hms__dir_unlock(lk);
 }

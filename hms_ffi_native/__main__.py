@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     p.add_argument("--libdir", action="store_true", help="print the directory holding libhms_ffi.so")
     p.add_argument("--includedir", action="store_true", help="print the directory holding hms_ffi/hms_ffi.h")
     p.add_argument("--pkgconfig-dir", action="store_true", help="print the directory holding hms_ffi.pc")
-    p.add_argument("--version", action="store_true", help="print the package and ABI version")
+    p.add_argument("--version", dest="show_version", action="store_true", help="print the package and ABI version")
     p.add_argument("--runtime-dir", default=None, help="runtime directory (default: $HMS_FFI_RUNTIME_DIR, ...)")
     sub = p.add_subparsers(dest="cmd")
     ls = sub.add_parser("ls", help="list live services")
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
             print(e, file=sys.stderr)
             return 1
         return 0
-    if args.version:
+    if args.show_version:
         import hms_ffi_native as hms
 
         print(f"hms-ffi-native {hms.__version__} (ABI {hms.ABI_VERSION})")

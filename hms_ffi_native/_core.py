@@ -159,12 +159,13 @@ def _wants_context(fn: Callable) -> bool:
         params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
         return False
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if any(p.kind == p.VAR_POSITIONAL for p in params):
+    # The context is passed as the second argument when the handler asks for it: a second required
+    # positional parameter, or a parameter named ctx/context.
+    if any(p.name in ("ctx", "context") and p.kind != p.KEYWORD_ONLY for p in params):
         return True
-    if len(positional) >= 2:
-        return True
-    return any(p.name == "ctx" for p in params)
+    required = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                and p.default is p.empty]
+    return len(required) >= 2
 
 
 def _set_error(call, exc: FFIError) -> int:

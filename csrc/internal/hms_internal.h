@@ -198,7 +198,8 @@ hms_status_t hms__runtime_dir_ensure(const char *dir, hms_error_t *err);
 uint64_t hms__proc_starttime(pid_t pid); /* 0 when the process does not exist */
 /* Registration of one service: binds its socket under a directory lock. */
 hms_status_t hms__registry_bind(const char *dir, const char *name, const char *version, int *listen_fd,
-                                char *sock_path, size_t sock_cap, hms_error_t *err);
+                                char *sock_path, size_t sock_cap, uint64_t *dev, uint64_t *ino,
+                                hms_error_t *err);
 hms_status_t hms__registry_write_meta(hms_service_t *svc, hms_error_t *err);
 void hms__registry_unregister(hms_service_t *svc);
 /* Finds live candidates for name/req, newest first. Returns count; fills paths (caller frees). */
@@ -222,6 +223,7 @@ struct hms_service_s {
   int listen_fd;
   char sock_path[HMS__PATH_MAX];
   char meta_path[HMS__PATH_MAX];
+  uint64_t sock_dev, sock_ino; /* identity of the socket file we bound, to unlink only our own */
   hms__fn_t *fns[HMS_MAX_FUNCTIONS];
   _Atomic uint32_t nfns;
   struct hms__ep_tag_s *tag;
