@@ -575,8 +575,10 @@ static int hms__drain(hms__conn_t *c) {
     if (!hms__ring_has_data(&c->req)) break;
     /* Only start a call when its reply is sure to fit: a client that stops reading its replies
      * stalls itself, never the dispatcher. */
-    uint64_t free_bytes;
-    if (hms__ring_free(&c->resp, &free_bytes, why, sizeof why) != HMS__RING_OK) return -1;
+    uint64_t free_bytes = c->resp.cap - (c->resp.pos - c->resp.peer_cache); /* cached tail first */
+    if (free_bytes < 2 * c->resp.max_frame &&
+        hms__ring_free(&c->resp, &free_bytes, why, sizeof why) != HMS__RING_OK)
+      return -1;
     if (free_bytes < 2 * c->resp.max_frame) {
       atomic_store(&c->resp.ctl->producer_waiting, 1);
       atomic_thread_fence(memory_order_seq_cst);
@@ -710,7 +712,7 @@ HMS_API hms_status_t hms_node_serve(hms_node_t *node, int64_t timeout_ns, hms_er
       continue;
     }
     if (now - last_work < node->spin_ns) {
-      for (int k = 0; k < 32; k++) hms__cpu_relax();
+      hms__cpu_relax();
       if (now - last_events >= HMS__EVENT_POLL_NS) {
         stop = hms__handle_events(node, 0, NULL);
         last_events = now;

@@ -189,16 +189,15 @@ def _hms_py_handler(call, req, user_data):
         data = ffi.buffer(req.data, n)[:] if n else b""  # copied: the peer may rewrite shared memory
         ct = req.content_type
         arg = data if ct == CT_RAW else decode(ct, data)
-        if entry.wants_ctx:
-            result = entry.fn(arg, CallContext(call))
+        result = entry.fn(arg, CallContext(call)) if entry.wants_ctx else entry.fn(arg)
+        if type(result) is bytes and entry.codec is None:
+            out, out_ct = result, CT_RAW
         else:
-            result = entry.fn(arg)
-        out, out_ct = encode(result, entry.codec)
-        err = ffi.new("hms_error_t *")
+            out, out_ct = encode(result, entry.codec)
+        err = entry.service.node._handler_err  # one serving thread per node: safe to reuse
         st = lib.hms_call_reply(call, out, len(out), out_ct, err)
         if st:
-            msg = ffi.string(err.message).decode("utf-8", "replace")
-            lib.hms_call_set_error(call, st, msg.encode()[:255], ffi.NULL, 0, 0)
+            lib.hms_call_set_error(call, st, ffi.string(err.message), ffi.NULL, 0, 0)
             return st
         return 0
     except FFIError as e:
@@ -297,6 +296,7 @@ class Node:
         if st:
             _raise(st, err)
         self._ptr = out[0]
+        self._handler_err = ffi.new("hms_error_t *")
         self.name = name or f"node-{os.getpid()}"
         self.log_handler_errors = log_handler_errors
         self._services: Dict[tuple, Service] = {}

@@ -85,18 +85,18 @@ typedef struct {
 } hms__frame_hdr_t;
 _Static_assert(sizeof(hms__frame_hdr_t) == HMS_FRAME_HEADER_BYTES, "frame header is 64 bytes");
 
-/* Control block of one SPSC ring, in shared memory. Producer-written and consumer-written words sit
- * on separate cache lines. */
+/* Control block of one SPSC ring, in shared memory. Each word sits on the cache line of the side
+ * that writes it; the sleep/wait flags get lines of their own because they are written rarely and
+ * read on every publish/consume, so they stay shared in both caches instead of bouncing. */
 typedef struct {
   _Alignas(HMS__CACHELINE) _Atomic uint64_t head; /* producer: bytes ever published */
   _Atomic uint32_t data_seq;                      /* producer bumps; consumer futex-waits on it */
-  _Atomic uint32_t producer_waiting;              /* producer sets when it waits for space */
   _Alignas(HMS__CACHELINE) _Atomic uint64_t tail; /* consumer: bytes ever consumed */
   _Atomic uint32_t space_seq;                     /* consumer bumps; producer futex-waits on it */
-  _Atomic uint32_t consumer_sleeping;             /* consumer sets before it sleeps */
-  _Alignas(HMS__CACHELINE) uint8_t reserved[HMS__CACHELINE];
+  _Alignas(HMS__CACHELINE) _Atomic uint32_t consumer_sleeping; /* consumer sets before it sleeps */
+  _Alignas(HMS__CACHELINE) _Atomic uint32_t producer_waiting;  /* producer sets when it waits for space */
 } hms__ring_ctl_t;
-_Static_assert(sizeof(hms__ring_ctl_t) == 3 * HMS__CACHELINE, "ring control block layout");
+_Static_assert(sizeof(hms__ring_ctl_t) == 4 * HMS__CACHELINE, "ring control block layout");
 
 /* A process-private view of a ring. Our own index is kept privately (the peer may scribble on the
  * shared copy); the peer's index is re-read and validated on every use. */
