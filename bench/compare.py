@@ -456,6 +456,13 @@ def idle_cpu(with_client: bool, spin: str = "default", settle: float = 1.0, wind
     return res
 
 
+def native_lib_stamp() -> Dict[str, float]:
+    """mtimes of the package's shared libraries: a rebuild during a run mixes builds between the client
+    (loaded at start) and servers (loaded when spawned)."""
+    pkg = Path(hms.__file__).resolve().parent
+    return {str(p): p.stat().st_mtime for p in sorted(pkg.glob("**/*.so"))}
+
+
 # ----------------------------------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------------------------------
@@ -473,8 +480,12 @@ def machine_info() -> Dict[str, str]:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
+    try:
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "unknown"
     return {"cpu": cpu, "nproc": str(usable), "kernel": platform.release(),
-            "python": platform.python_version(), "hms_ffi": hms.__version__,
+            "python": platform.python_version(), "hms_ffi": hms.__version__, "loadavg_at_start": load,
             "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
@@ -511,7 +522,8 @@ def render(results: Dict[str, dict], notes: List[str], idle: List[dict], info: D
                      f"({r['ticks']} ticks at {r['clk_tck']} Hz{extra}); target < 1%: {verdict}")
     lines.append("")
     lines.append(f"Machine: {info['cpu']}, nproc {info['nproc']}, kernel {info['kernel']}, "
-                 f"Python {info['python']}, hms-ffi {info['hms_ffi']}")
+                 f"Python {info['python']}, hms-ffi {info['hms_ffi']}, "
+                 f"load average at start {info['loadavg_at_start']}")
     lines.append(f"Date: {info['date']}")
     if notes:
         lines.append("")
@@ -560,6 +572,7 @@ def main(argv=None) -> int:
     notes: List[str] = []
     idle: List[dict] = []
     info = machine_info()
+    stamp = native_lib_stamp()
     try:
         for key in ROWS:
             if key not in args.rows:
@@ -592,6 +605,9 @@ def main(argv=None) -> int:
                     notes.append(f"idle CPU measurement failed: {e}")
         notes.append("Python rows: client = this process, per-call time.perf_counter_ns around one Python "
                      "closure call, GC paused; C rows: per-call clock_gettime inside hms_ctest.")
+        if native_lib_stamp() != stamp:
+            notes.append("WARNING: hms_ffi_native's shared library was rebuilt during this run; this process "
+                         "kept the old build while later servers loaded the new one. Re-run for clean numbers.")
         if BASELINE not in results:
             notes.append("the hms-ffi Py↔Py spin row was not measured, so there are no ratios")
         report = render(results, notes, idle, info, args.n)
@@ -602,6 +618,9 @@ def main(argv=None) -> int:
                            "rows": {k: {"label": ROWS[k], **v} for k, v in results.items()},
                            "idle_cpu": idle, "notes": notes}, f, indent=1)
             print(f"\nraw results written to {args.json}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping the benchmark's child processes", file=sys.stderr)
+        return 130
     finally:
         cleanup()
     return 0 if results else 1

@@ -11,8 +11,10 @@ Threads:
 """
 from __future__ import annotations
 
+import atexit
 import inspect
 import os
+import weakref
 import threading
 import traceback
 import sys
@@ -360,6 +362,7 @@ class Node:
         return self
 
     def _serve_forever(self) -> None:
+        _serving_nodes.add(self)
         err = ffi.new("hms_error_t *")
         while self._ptr is not None:
             st = lib.hms_node_serve(self._ptr, -1, err)
@@ -430,6 +433,19 @@ class Node:
     def __repr__(self) -> str:
         state = "closed" if self._ptr is None else f"services={[f'{n}@{v}' for n, v in self._services]}"
         return f"<Node {self.name} {state}>"
+
+
+_serving_nodes: "weakref.WeakSet[Node]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_serving_nodes() -> None:
+    # Background dispatchers must not call into a finalizing interpreter.
+    for node in list(_serving_nodes):
+        try:
+            node.close()
+        except Exception:
+            pass
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -244,3 +244,24 @@ def test_node_stop_and_restart(node):
     assert c.call("f", 3, timeout=5) == 3
     with pytest.raises(hms.FailedPrecondition, match="already serving"):
         node.start()
+
+
+def test_property_any_cbor_value_round_trips(server_process):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    server_process("echo")
+    c = hms.connect("py.echo")
+    scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+               | st.binary() | st.decimals(allow_nan=False, allow_infinity=False) | st.uuids()
+               | st.datetimes(timezones=st.just(dt.timezone.utc)))
+    values = st.recursive(scalars, lambda kids: st.lists(kids, max_size=5)
+                          | st.dictionaries(st.text(max_size=8) | st.integers(), kids, max_size=5), max_leaves=20)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(values)
+    def check(v):
+        assert c.call("echo", v, timeout=5) == v
+
+    check()
+    c.close()
