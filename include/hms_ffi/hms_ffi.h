@@ -346,6 +346,11 @@ HMS_API hms_status_t hms_default_runtime_dir(char *buf, size_t cap, hms_error_t 
 HMS_API int hms_version_matches(const char *version, const char *requirement);
 
 /* ----------------------------------------------------------------------------------------------
+ * Topics (publish/subscribe)
+ * -------------------------------------------------------------------------------------------- */
+/* (section reserved: topics are declared here) */
+
+/* ----------------------------------------------------------------------------------------------
  * Size queries for FFI users that allocate these structs themselves.
  * -------------------------------------------------------------------------------------------- */
 HMS_API size_t hms_sizeof_error(void);
