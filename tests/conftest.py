@@ -22,6 +22,9 @@ PKG_PARENT = str(Path(hms.__file__).resolve().parent.parent)
 def child_env(**extra) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = PKG_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # `python -c`/`-m` put the working directory first on sys.path; in a source checkout that is the
+    # unbuilt source package. Python >= 3.11 honours PYTHONSAFEPATH; tests also run from a temp dir.
+    env["PYTHONSAFEPATH"] = "1"
     env.update(extra)
     return env
 
@@ -31,6 +34,7 @@ def runtime_dir(monkeypatch):
     # Short paths: Unix socket paths are limited to 107 bytes.
     d = tempfile.mkdtemp(prefix="hmst-", dir="/tmp")
     monkeypatch.setenv("HMS_FFI_RUNTIME_DIR", d)
+    monkeypatch.chdir(d)  # child processes must not import the source tree's unbuilt package
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
