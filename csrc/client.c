@@ -7,6 +7,7 @@
  * noticed (its socket hangs up) within a slice. */
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -24,11 +25,21 @@ __thread uint8_t hms__tls_span_id[8];
 __thread uint8_t hms__tls_trace_flags;
 
 enum { HMS__SLOT_FREE = 0, HMS__SLOT_WAITING = 1, HMS__SLOT_DONE = 2 };
+/* Who collects a slot's result: a thread blocked in hms_call/hms_call_batch, hms_client_poll, or a
+ * callback run by whichever thread reads the reply. */
+enum { HMS__MODE_SYNC = 0, HMS__MODE_QUEUE = 1, HMS__MODE_CALLBACK = 2 };
+#define HMS__NO_SLOT UINT32_MAX
 
 typedef struct {
   uint64_t id;
   int state;
+  int mode;
+  int64_t deadline; /* async modes: when to complete with DEADLINE_EXCEEDED */
+  hms_completion_fn cb;
+  void *user_data;
+  uint32_t next_done; /* queue of finished QUEUE-mode slots */
   hms_status_t status;
+  int32_t origin;
   uint32_t ct;
   uint8_t *data;
   size_t len;
@@ -48,6 +59,10 @@ struct hms_client_s {
   uint32_t free_top;
   uint32_t free_stack[HMS__SLOTS];
   hms__slot_t slots[HMS__SLOTS];
+  uint32_t done_head, done_tail; /* finished QUEUE-mode slots, under slots_lock */
+  uint32_t async_pending;        /* QUEUE/CALLBACK slots in flight, under slots_lock */
+  int64_t next_deadline;         /* earliest async deadline, under slots_lock */
+  int event_fd;                  /* ours: readable when hms_client_poll has work; the server rings it */
   _Atomic uint32_t gen; /* bumped when a reply is handed over or the reader leaves */
   _Atomic int followers;
   _Atomic int dead;
@@ -86,6 +101,7 @@ HMS_API void hms_connect_options_init(hms_connect_options_t *opts) {
 }
 
 static void hms__client_free(hms_client_t *c) {
+  if (c->event_fd >= 0) close(c->event_fd);
   if (c->sock >= 0) close(c->sock);
   if (c->bell >= 0) close(c->bell);
   if (c->map) munmap(c->map, c->map_len);
@@ -105,7 +121,14 @@ HMS_API void hms_client_close(hms_client_t *client) {
   hms__client_free(client);
 }
 
-/* Marks the connection dead (first reason wins) and wakes every waiter. */
+static void hms__signal_event(hms_client_t *c) {
+  uint64_t one = 1;
+  ssize_t w = write(c->event_fd, &one, sizeof one);
+  (void)w;
+}
+
+/* Marks the connection dead (first reason wins) and wakes every waiter. Pending asynchronous calls
+ * complete with the same status the next time someone polls. */
 static void hms__client_kill(hms_client_t *c, hms_status_t code, const char *msg) {
   pthread_mutex_lock(&c->slots_lock);
   if (!atomic_load(&c->dead)) {
@@ -113,10 +136,12 @@ static void hms__client_kill(hms_client_t *c, hms_status_t code, const char *msg
     hms__strlcpy(c->dead_msg, msg, sizeof c->dead_msg);
     atomic_store(&c->dead, 1);
     shutdown(c->sock, SHUT_RDWR); /* the server drops its side at once */
+    c->next_deadline = 0;         /* makes the next poll sweep every async slot */
   }
   pthread_mutex_unlock(&c->slots_lock);
   atomic_fetch_add(&c->gen, 1);
   hms__futex_wake(&c->gen, INT_MAX, 0);
+  hms__signal_event(c);
 }
 
 static hms_status_t hms__client_dead_error(hms_client_t *c, hms_error_t *err) {
@@ -248,7 +273,7 @@ static hms_status_t hms__connect_one(hms_node_t *node, hms_client_t *c, const ch
   hms__strlcpy(hello.service, service, sizeof hello.service);
   hms__strlcpy(hello.version, version, sizeof hello.version);
   hms__strlcpy(hello.client_node, node->name, sizeof hello.client_node);
-  if (hms__send_fds(fd, &hello, sizeof hello, NULL, 0) != 0)
+  if (hms__send_fds(fd, &hello, sizeof hello, &c->event_fd, 1) != 0)
     return hms__fail(err, HMS_UNAVAILABLE, errno, "sending the handshake to %s@%s failed: %s", service, version,
                      strerror(errno));
   hms__welcome_t w;
@@ -332,6 +357,14 @@ HMS_API hms_status_t hms_connect(hms_node_t *node, const char *service, const ch
     }
     c->node = node;
     c->sock = c->bell = -1;
+    c->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    c->done_head = c->done_tail = HMS__NO_SLOT;
+    c->next_deadline = INT64_MAX;
+    if (c->event_fd < 0) {
+      hms__client_free(c);
+      st = hms__fail(err, HMS_RESOURCE_EXHAUSTED, errno, "eventfd failed: %s", strerror(errno));
+      break;
+    }
     pthread_mutex_init(&c->send_lock, NULL);
     pthread_mutex_init(&c->recv_lock, NULL);
     pthread_mutex_init(&c->slots_lock, NULL);
@@ -410,16 +443,25 @@ static void hms__payload_set(hms_payload_t *p, uint8_t *data, size_t len, uint32
 
 typedef struct {
   hms_status_t status;
+  int32_t origin;
   uint32_t ct;
   uint8_t *data;
   size_t len;
   char msg[256];
 } hms__result_t;
 
+static void hms__result_error(hms__result_t *r, hms_status_t code, int32_t origin, const char *msg) {
+  memset(r, 0, sizeof *r);
+  r->status = code;
+  r->origin = origin;
+  hms__strlcpy(r->msg, msg, sizeof r->msg);
+}
+
 /* Decodes a validated response frame into a private result (copying out of shared memory). */
 static bool hms__decode_response(const hms__frame_hdr_t *h, const uint8_t *payload, hms__result_t *r) {
   memset(r, 0, sizeof *r);
   r->status = h->status;
+  r->origin = HMS_ORIGIN_REMOTE;
   if (h->status < 0 || h->status > HMS_UNAUTHENTICATED) r->status = HMS_UNKNOWN;
   const uint8_t *body = payload;
   size_t blen = h->payload_len;
@@ -448,7 +490,169 @@ static bool hms__decode_response(const hms__frame_hdr_t *h, const uint8_t *paylo
   return true;
 }
 
-enum { HMS__WAIT_GOT = 0, HMS__WAIT_TIMEOUT = 1, HMS__WAIT_DEAD = 2 };
+static void hms__completion_from(hms_completion_t *out, uint64_t id, void *ud, hms__result_t *r) {
+  out->call_id = id;
+  out->status = r->status;
+  out->origin = r->origin;
+  out->user_data = ud;
+  hms__payload_set(&out->payload, r->data, r->len, r->ct);
+  memcpy(out->message, r->msg, sizeof out->message);
+  r->data = NULL;
+}
+
+/* Callbacks collected under slots_lock, run after it is released. */
+typedef struct {
+  hms_completion_fn cb;
+  hms_completion_t comp;
+} hms__pending_cb_t;
+
+static void hms__slot_free_locked(hms_client_t *c, uint32_t idx) {
+  hms__slot_t *s = &c->slots[idx];
+  free(s->data);
+  s->data = NULL;
+  s->state = HMS__SLOT_FREE;
+  s->id = 0;
+  c->free_stack[c->free_top++] = idx;
+}
+
+/* Finishes slot idx with result r (ownership of r->data moves). Called with slots_lock held.
+ * Returns true when a callback must run (filled into *pcb) after unlocking. */
+static bool hms__complete_locked(hms_client_t *c, uint32_t idx, hms__result_t *r, hms__pending_cb_t *pcb,
+                                 bool *signal) {
+  hms__slot_t *s = &c->slots[idx];
+  if (s->mode == HMS__MODE_CALLBACK) {
+    pcb->cb = s->cb;
+    hms__completion_from(&pcb->comp, s->id, s->user_data, r);
+    c->async_pending--;
+    hms__slot_free_locked(c, idx);
+    return true;
+  }
+  s->status = r->status;
+  s->origin = r->origin;
+  s->ct = r->ct;
+  s->data = r->data;
+  s->len = r->len;
+  r->data = NULL;
+  memcpy(s->msg, r->msg, sizeof s->msg);
+  s->state = HMS__SLOT_DONE;
+  if (s->mode == HMS__MODE_QUEUE) {
+    c->async_pending--;
+    s->next_done = HMS__NO_SLOT;
+    if (c->done_tail == HMS__NO_SLOT) {
+      c->done_head = idx;
+      *signal = true; /* the queue went from empty to non-empty */
+    } else {
+      c->slots[c->done_tail].next_done = idx;
+    }
+    c->done_tail = idx;
+  }
+  return false;
+}
+
+/* Hands a reply to whoever waits for it; drops it when nobody does (the call timed out or was
+ * cancelled, and the slot may already serve another call: the full id must match). */
+static void hms__deposit(hms_client_t *c, uint64_t id, hms__result_t *r) {
+  uint32_t idx = (uint32_t)(id & (HMS__SLOTS - 1));
+  hms__pending_cb_t pcb;
+  bool run = false, signal = false;
+  pthread_mutex_lock(&c->slots_lock);
+  hms__slot_t *s = &c->slots[idx];
+  if (id != 0 && s->id == id && s->state == HMS__SLOT_WAITING) run = hms__complete_locked(c, idx, r, &pcb, &signal);
+  pthread_mutex_unlock(&c->slots_lock);
+  free(r->data);
+  r->data = NULL;
+  if (signal) hms__signal_event(c);
+  if (run) pcb.cb(&pcb.comp);
+}
+
+/* Completes async calls whose deadline passed, and every pending call once the connection is dead. */
+static void hms__sweep(hms_client_t *c, int64_t now) {
+  if (now < c->next_deadline) return; /* racy read: a missed sweep happens on the next poll */
+  hms__pending_cb_t cbs[16];
+  int ncb;
+  bool signal = false;
+  do {
+    ncb = 0;
+    pthread_mutex_lock(&c->slots_lock);
+    bool dead = atomic_load(&c->dead);
+    int64_t next = INT64_MAX;
+    for (uint32_t i = 0; i < HMS__SLOTS && ncb < 16; i++) {
+      hms__slot_t *s = &c->slots[i];
+      if (s->state != HMS__SLOT_WAITING) continue;
+      if (s->mode == HMS__MODE_SYNC) continue; /* sync waiters time themselves out */
+      hms__result_t r;
+      if (dead) {
+        hms__result_error(&r, c->dead_code, HMS_ORIGIN_LOCAL, c->dead_msg);
+      } else if (s->deadline <= now) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s@%s did not answer call %llu in time", c->service, c->version,
+                 (unsigned long long)s->id);
+        hms__result_error(&r, HMS_DEADLINE_EXCEEDED, HMS_ORIGIN_LOCAL, msg);
+      } else {
+        if (s->deadline < next) next = s->deadline;
+        continue;
+      }
+      if (hms__complete_locked(c, i, &r, &cbs[ncb], &signal)) ncb++;
+    }
+    c->next_deadline = ncb == 16 ? 0 : (dead ? INT64_MAX : next);
+    pthread_mutex_unlock(&c->slots_lock);
+    for (int k = 0; k < ncb; k++) cbs[k].cb(&cbs[k].comp);
+  } while (ncb == 16);
+  if (signal) hms__signal_event(c);
+}
+
+enum { HMS__WAIT_GOT = 0, HMS__WAIT_TIMEOUT = 1, HMS__WAIT_DEAD = 2, HMS__WAIT_EMPTY = 3 };
+
+static void hms__consumed_reply(hms_client_t *c) {
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&c->resp.ctl->producer_waiting, memory_order_relaxed)) {
+    atomic_store(&c->resp.ctl->producer_waiting, 0);
+    uint64_t one = 1;
+    ssize_t wr = write(c->bell, &one, sizeof one);
+    (void)wr;
+  }
+}
+
+/* Reads one frame if there is one. Returns HMS__WAIT_GOT when it was my_id's reply (into *mine),
+ * HMS__WAIT_TIMEOUT when it handled someone else's (call again), HMS__WAIT_EMPTY, or HMS__WAIT_DEAD.
+ * Called with recv_lock held. */
+static int hms__read_one(hms_client_t *c, uint64_t my_id, hms__result_t *mine) {
+  hms__frame_hdr_t h;
+  const uint8_t *payload;
+  char why[200];
+  int rc = hms__ring_peek(&c->resp, &h, &payload, why, sizeof why);
+  if (rc == HMS__RING_EMPTY) return HMS__WAIT_EMPTY;
+  if (rc == HMS__RING_OK && h.kind != HMS__FRAME_RESPONSE) {
+    snprintf(why, sizeof why, "unexpected frame kind %u in the response ring", h.kind);
+    rc = HMS__RING_CORRUPT;
+  }
+  if (rc == HMS__RING_CORRUPT) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "connection to %s@%s dropped: %s", c->service, c->version, why);
+    hms__client_kill(c, HMS_DATA_LOSS, msg);
+    return HMS__WAIT_DEAD;
+  }
+  hms__result_t r;
+  bool ok = hms__decode_response(&h, payload, &r);
+  hms__ring_consume(&c->resp, &h);
+  hms__consumed_reply(c);
+  if (!ok) {
+    hms__result_error(&r, HMS_RESOURCE_EXHAUSTED, HMS_ORIGIN_LOCAL, "out of memory copying a reply");
+  }
+  if (h.call_id == 0 && h.status != HMS_OK) { /* the server is dropping us and says why */
+    free(r.data);
+    hms__client_kill(c, r.status, r.msg);
+    return HMS__WAIT_DEAD;
+  }
+  if (my_id != 0 && h.call_id == my_id) {
+    *mine = r;
+    return HMS__WAIT_GOT;
+  }
+  hms__deposit(c, h.call_id, &r);
+  atomic_fetch_add(&c->gen, 1);
+  if (atomic_load(&c->followers)) hms__futex_wake(&c->gen, INT_MAX, 0);
+  return HMS__WAIT_TIMEOUT;
+}
 
 /* Reader role: read replies until our own arrives. Called with recv_lock held. */
 static int hms__read_until(hms_client_t *c, uint64_t my_id, hms__result_t *mine, int64_t deadline) {
@@ -456,70 +660,14 @@ static int hms__read_until(hms_client_t *c, uint64_t my_id, hms__result_t *mine,
   int64_t spin_until = start + c->spin.limit_ns;
   bool slept = c->spin.limit_ns <= 0;
   uint32_t spins = 0;
-  char why[200];
   for (;;) {
-    hms__frame_hdr_t h;
-    const uint8_t *payload;
-    int rc = hms__ring_peek(&c->resp, &h, &payload, why, sizeof why);
-    if (rc == HMS__RING_OK) {
-      if (h.kind != HMS__FRAME_RESPONSE) {
-        snprintf(why, sizeof why, "unexpected frame kind %u in the response ring", h.kind);
-        rc = HMS__RING_CORRUPT;
-      } else if (h.call_id == 0 && h.status != HMS_OK) {
-        /* The server is dropping us and says why. */
-        hms__result_t r;
-        hms__decode_response(&h, payload, &r);
-        free(r.data);
-        hms__ring_consume(&c->resp, &h);
-        hms__client_kill(c, r.status, r.msg);
-        return HMS__WAIT_DEAD;
-      } else {
-        hms__result_t r;
-        bool ok = hms__decode_response(&h, payload, &r);
-        hms__ring_consume(&c->resp, &h);
-        atomic_thread_fence(memory_order_seq_cst);
-        if (atomic_load_explicit(&c->resp.ctl->producer_waiting, memory_order_relaxed)) {
-          atomic_store(&c->resp.ctl->producer_waiting, 0);
-          uint64_t one = 1;
-          ssize_t wr = write(c->bell, &one, sizeof one);
-          (void)wr;
-        }
-        if (!ok) {
-          r.status = HMS_RESOURCE_EXHAUSTED;
-          snprintf(r.msg, sizeof r.msg, "out of memory copying a reply of %u bytes", h.payload_len);
-        }
-        if (h.call_id == my_id) {
-          *mine = r;
-          if (c->spin.budget_ns > 0) hms__spin_feedback(&c->spin, !slept);
-          return HMS__WAIT_GOT;
-        }
-        /* Someone else's reply: hand it over if they still wait for it (else it timed out: drop). */
-        uint32_t idx = (uint32_t)(h.call_id & (HMS__SLOTS - 1));
-        bool handed = false;
-        pthread_mutex_lock(&c->slots_lock);
-        hms__slot_t *s = &c->slots[idx];
-        if (s->id == h.call_id && s->state == HMS__SLOT_WAITING) {
-          s->status = r.status;
-          s->ct = r.ct;
-          s->data = r.data;
-          s->len = r.len;
-          memcpy(s->msg, r.msg, sizeof s->msg);
-          s->state = HMS__SLOT_DONE;
-          handed = true;
-        }
-        pthread_mutex_unlock(&c->slots_lock);
-        if (!handed) free(r.data);
-        atomic_fetch_add(&c->gen, 1);
-        if (atomic_load(&c->followers)) hms__futex_wake(&c->gen, INT_MAX, 0);
-        continue;
-      }
+    int rc = hms__read_one(c, my_id, mine);
+    if (rc == HMS__WAIT_GOT) {
+      if (c->spin.budget_ns > 0) hms__spin_feedback(&c->spin, !slept);
+      return rc;
     }
-    if (rc == HMS__RING_CORRUPT) {
-      char msg[256];
-      snprintf(msg, sizeof msg, "connection to %s@%s dropped: %s", c->service, c->version, why);
-      hms__client_kill(c, HMS_DATA_LOSS, msg);
-      return HMS__WAIT_DEAD;
-    }
+    if (rc == HMS__WAIT_DEAD) return rc;
+    if (rc == HMS__WAIT_TIMEOUT) continue; /* someone else's reply: look again at once */
     /* Empty. Spin with one pause per look (a pause is ~30 ns here; batching them only adds
      * latency) and read the clock every 32 looks. */
     if (!slept && ++spins & 31) {
@@ -529,74 +677,81 @@ static int hms__read_until(hms_client_t *c, uint64_t my_id, hms__result_t *mine,
     if (atomic_load_explicit(&c->dead, memory_order_acquire)) return HMS__WAIT_DEAD;
     int64_t now = hms__now_ns();
     if (now >= deadline) return HMS__WAIT_TIMEOUT;
+    if (c->async_pending) hms__sweep(c, now);
     if (!slept && now < spin_until) continue;
     slept = true;
     uint32_t seq = atomic_load_explicit(&c->resp.ctl->data_seq, memory_order_acquire);
-    atomic_store_explicit(&c->resp.ctl->consumer_sleeping, 1, memory_order_relaxed);
+    atomic_fetch_or_explicit(&c->resp.ctl->consumer_sleeping, HMS__SLEEP_FUTEX, memory_order_relaxed);
     atomic_thread_fence(memory_order_seq_cst);
     if (hms__ring_has_data(&c->resp)) {
-      atomic_store_explicit(&c->resp.ctl->consumer_sleeping, 0, memory_order_relaxed);
+      atomic_fetch_and_explicit(&c->resp.ctl->consumer_sleeping, ~(uint32_t)HMS__SLEEP_FUTEX, memory_order_relaxed);
       continue;
     }
     int64_t slice = deadline - now < HMS__SLICE_NS ? deadline - now : HMS__SLICE_NS;
+    if (c->next_deadline - now < slice && c->next_deadline > now) slice = c->next_deadline - now;
     int wr = hms__futex_wait(&c->resp.ctl->data_seq, seq, slice, 1);
-    atomic_store_explicit(&c->resp.ctl->consumer_sleeping, 0, memory_order_relaxed);
+    atomic_fetch_and_explicit(&c->resp.ctl->consumer_sleeping, ~(uint32_t)HMS__SLEEP_FUTEX, memory_order_relaxed);
     if (wr == ETIMEDOUT) hms__client_check_alive(c);
   }
 }
 
-static void hms__slot_release(hms_client_t *c, uint32_t idx) {
-  pthread_mutex_lock(&c->slots_lock);
-  hms__slot_t *s = &c->slots[idx];
-  free(s->data);
-  s->data = NULL;
-  s->state = HMS__SLOT_FREE;
-  s->id = 0;
-  c->free_stack[c->free_top++] = idx;
-  pthread_mutex_unlock(&c->slots_lock);
-}
-
-static hms_status_t hms__finish(hms_client_t *c, hms__result_t *r, hms_payload_t *resp, hms_error_t *err) {
+static hms_status_t hms__finish(hms__result_t *r, hms_payload_t *resp, hms_error_t *err) {
   hms__payload_set(resp, r->data, r->len, r->ct);
+  r->data = NULL;
   if (r->status == HMS_OK) {
     hms__ok(err);
     return HMS_OK;
   }
-  (void)c;
+  if (r->origin == HMS_ORIGIN_LOCAL) return hms__fail(err, r->status, 0, "%s", r->msg);
   return hms__fail_remote(err, r->status, r->msg, strlen(r->msg));
 }
 
-HMS_API hms_status_t hms_call(hms_client_t *client, uint32_t fn_id, const hms_payload_t *req,
-                              hms_payload_t *resp, int64_t timeout_ns, hms_error_t *err) {
-  if (resp) hms__payload_set(resp, NULL, 0, HMS_CT_NONE);
-  if (!client || !resp) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "client and resp must not be NULL");
-  hms_client_t *c = client;
-  const void *data = req ? req->data : NULL;
-  size_t len = req ? req->len : 0;
-  uint32_t ct = req ? req->content_type : HMS_CT_NONE;
-  if (len && !data) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "request data is NULL but len is %zu", len);
-  if (len > c->max_message)
-    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0,
-                     "request of %zu bytes exceeds this connection's max message of %zu bytes; connect with a "
-                     "larger ring_bytes (max message = ring/4 - 64) or split the payload",
-                     len, c->max_message);
-  if (atomic_load_explicit(&c->dead, memory_order_acquire)) return hms__client_dead_error(c, err);
-  int64_t deadline = hms__deadline_from_timeout(timeout_ns);
-
-  /* Take a slot: its index is in the low bits of the call id. */
+/* Reserves a slot. Returns HMS__NO_SLOT when 1024 calls are in flight. */
+static uint32_t hms__slot_take(hms_client_t *c, int mode, int64_t deadline, hms_completion_fn cb, void *ud,
+                               uint64_t *id_out) {
   pthread_mutex_lock(&c->slots_lock);
   if (c->free_top == 0) {
     pthread_mutex_unlock(&c->slots_lock);
-    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0, "more than %d calls in flight on one client", HMS__SLOTS);
+    return HMS__NO_SLOT;
   }
   uint32_t idx = c->free_stack[--c->free_top];
   uint64_t id = (++c->seq << HMS__SLOT_BITS) | idx;
-  c->slots[idx].id = id;
-  c->slots[idx].state = HMS__SLOT_WAITING;
+  hms__slot_t *s = &c->slots[idx];
+  s->id = id;
+  s->state = HMS__SLOT_WAITING;
+  s->mode = mode;
+  s->deadline = deadline;
+  s->cb = cb;
+  s->user_data = ud;
+  if (mode != HMS__MODE_SYNC) {
+    c->async_pending++;
+    if (deadline < c->next_deadline) c->next_deadline = deadline;
+  }
   pthread_mutex_unlock(&c->slots_lock);
+  *id_out = id;
+  return idx;
+}
 
-  /* Send. */
-  pthread_mutex_lock(&c->send_lock);
+static void hms__slot_release(hms_client_t *c, uint32_t idx) {
+  pthread_mutex_lock(&c->slots_lock);
+  if (c->slots[idx].mode != HMS__MODE_SYNC && c->slots[idx].state == HMS__SLOT_WAITING) c->async_pending--;
+  hms__slot_free_locked(c, idx);
+  pthread_mutex_unlock(&c->slots_lock);
+}
+
+static void hms__ring_server(hms_client_t *c) {
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&c->req.ctl->consumer_sleeping, memory_order_relaxed)) {
+    uint64_t one = 1;
+    ssize_t wr = write(c->bell, &one, sizeof one);
+    (void)wr;
+  }
+}
+
+/* Writes one frame into the request ring, waiting for space until the deadline. Called with
+ * send_lock held; rings the server's doorbell before waiting so a sleeping server drains the ring. */
+static hms_status_t hms__send_frame(hms_client_t *c, uint16_t kind, uint16_t flags, uint32_t fn_id, uint32_t ct,
+                                    uint64_t id, int64_t deadline, const void *data, size_t len, hms_error_t *err) {
   uint8_t *f = NULL;
   char why[200];
   int rr;
@@ -606,7 +761,7 @@ HMS_API hms_status_t hms_call(hms_client_t *client, uint32_t fn_id, const hms_pa
     if (atomic_load(&c->dead) || hms__now_ns() >= deadline) break;
     uint32_t seq = atomic_load_explicit(&c->req.ctl->space_seq, memory_order_acquire);
     atomic_store(&c->req.ctl->producer_waiting, 1);
-    atomic_thread_fence(memory_order_seq_cst);
+    hms__ring_server(c); /* includes the fence that orders producer_waiting before the re-check */
     uint64_t fb;
     if (hms__ring_free(&c->req, &fb, why, sizeof why) == HMS__RING_OK && fb >= 2 * c->req.max_frame) continue;
     int64_t left = deadline - hms__now_ns();
@@ -614,8 +769,6 @@ HMS_API hms_status_t hms_call(hms_client_t *client, uint32_t fn_id, const hms_pa
       hms__client_check_alive(c);
   }
   if (rr != HMS__RING_OK) {
-    pthread_mutex_unlock(&c->send_lock);
-    hms__slot_release(c, idx);
     if (rr == HMS__RING_CORRUPT) {
       char msg[256];
       snprintf(msg, sizeof msg, "connection to %s@%s dropped: %s", c->service, c->version, why);
@@ -627,8 +780,8 @@ HMS_API hms_status_t hms_call(hms_client_t *client, uint32_t fn_id, const hms_pa
   }
   hms__frame_hdr_t h;
   h.len = (uint32_t)hms__frame_bytes(len);
-  h.kind = HMS__FRAME_REQUEST;
-  h.flags = hms__tls_trace_flags ? HMS__FRAME_F_TRACE_SAMPLED : 0;
+  h.kind = kind;
+  h.flags = flags | (hms__tls_trace_flags ? HMS__FRAME_F_TRACE_SAMPLED : 0);
   h.fn_id = fn_id;
   h.content_type = ct;
   h.call_id = id;
@@ -640,41 +793,55 @@ HMS_API hms_status_t hms_call(hms_client_t *client, uint32_t fn_id, const hms_pa
   memcpy(f, &h, sizeof h);
   if (len) memcpy(f + sizeof h, data, len);
   hms__ring_publish(&c->req, h.len);
-  atomic_thread_fence(memory_order_seq_cst);
-  if (atomic_load_explicit(&c->req.ctl->consumer_sleeping, memory_order_relaxed)) {
-    uint64_t one = 1;
-    ssize_t wr = write(c->bell, &one, sizeof one);
-    (void)wr;
-  }
-  pthread_mutex_unlock(&c->send_lock);
+  return HMS_OK;
+}
 
-  /* Wait: be the reader if nobody is, else wait for the reader to hand our reply over. */
+static hms_status_t hms__check_request(hms_client_t *c, const char *data, size_t len, hms_error_t *err) {
+  if (len && !data) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "request data is NULL but len is %zu", len);
+  if (len > c->max_message)
+    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0,
+                     "request of %zu bytes exceeds this connection's max message of %zu bytes; connect with a "
+                     "larger ring_bytes (max message = ring/4 - 64) or split the payload",
+                     len, c->max_message);
+  if (atomic_load_explicit(&c->dead, memory_order_acquire)) return hms__client_dead_error(c, err);
+  return HMS_OK;
+}
+
+/* Waits for the reply of a SYNC slot: be the reader if nobody is, else wait for the reader to hand
+ * the reply over. Frees the slot. */
+static hms_status_t hms__wait_slot(hms_client_t *c, uint32_t idx, uint64_t id, int64_t deadline,
+                                   hms__result_t *out) {
   for (;;) {
     uint32_t g = atomic_load_explicit(&c->gen, memory_order_acquire);
     pthread_mutex_lock(&c->slots_lock);
     hms__slot_t *s = &c->slots[idx];
     if (s->state == HMS__SLOT_DONE) {
-      hms__result_t r = {.status = s->status, .ct = s->ct, .data = s->data, .len = s->len};
-      memcpy(r.msg, s->msg, sizeof r.msg);
+      memset(out, 0, sizeof *out);
+      out->status = s->status;
+      out->origin = s->origin;
+      out->ct = s->ct;
+      out->data = s->data;
+      out->len = s->len;
+      memcpy(out->msg, s->msg, sizeof out->msg);
       s->data = NULL;
+      hms__slot_free_locked(c, idx);
       pthread_mutex_unlock(&c->slots_lock);
-      hms__slot_release(c, idx);
-      return hms__finish(c, &r, resp, err);
+      return HMS_OK;
     }
     pthread_mutex_unlock(&c->slots_lock);
     if (pthread_mutex_trylock(&c->recv_lock) == 0) {
-      hms__result_t r;
-      int w = hms__read_until(c, id, &r, deadline);
+      int w = hms__read_until(c, id, out, deadline);
       pthread_mutex_unlock(&c->recv_lock);
       atomic_fetch_add(&c->gen, 1);
       if (atomic_load(&c->followers)) hms__futex_wake(&c->gen, INT_MAX, 0);
       if (w == HMS__WAIT_GOT) {
         hms__slot_release(c, idx);
-        return hms__finish(c, &r, resp, err);
+        return HMS_OK;
       }
       if (w == HMS__WAIT_DEAD) {
         hms__slot_release(c, idx);
-        return hms__client_dead_error(c, err);
+        hms__result_error(out, c->dead_code, HMS_ORIGIN_LOCAL, c->dead_msg);
+        return HMS_OK;
       }
       /* Timeout: our reply may have been handed to the slot by an earlier reader; check once more. */
       pthread_mutex_lock(&c->slots_lock);
@@ -682,18 +849,25 @@ HMS_API hms_status_t hms_call(hms_client_t *client, uint32_t fn_id, const hms_pa
       pthread_mutex_unlock(&c->slots_lock);
       if (done) continue;
       hms__slot_release(c, idx);
-      return hms__fail(err, HMS_DEADLINE_EXCEEDED, 0, "%s@%s did not answer call %llu in time", c->service,
-                       c->version, (unsigned long long)id);
+      char msg[256];
+      snprintf(msg, sizeof msg, "%s@%s did not answer call %llu in time", c->service, c->version,
+               (unsigned long long)id);
+      hms__result_error(out, HMS_DEADLINE_EXCEEDED, HMS_ORIGIN_LOCAL, msg);
+      return HMS_OK;
     }
     if (atomic_load_explicit(&c->dead, memory_order_acquire)) {
       hms__slot_release(c, idx);
-      return hms__client_dead_error(c, err);
+      hms__result_error(out, c->dead_code, HMS_ORIGIN_LOCAL, c->dead_msg);
+      return HMS_OK;
     }
     int64_t now = hms__now_ns();
     if (now >= deadline) {
       hms__slot_release(c, idx);
-      return hms__fail(err, HMS_DEADLINE_EXCEEDED, 0, "%s@%s did not answer call %llu in time", c->service,
-                       c->version, (unsigned long long)id);
+      char msg[256];
+      snprintf(msg, sizeof msg, "%s@%s did not answer call %llu in time", c->service, c->version,
+               (unsigned long long)id);
+      hms__result_error(out, HMS_DEADLINE_EXCEEDED, HMS_ORIGIN_LOCAL, msg);
+      return HMS_OK;
     }
     atomic_fetch_add(&c->followers, 1);
     int64_t left = deadline - now;
@@ -702,9 +876,283 @@ HMS_API hms_status_t hms_call(hms_client_t *client, uint32_t fn_id, const hms_pa
   }
 }
 
+HMS_API hms_status_t hms_call(hms_client_t *client, uint32_t fn_id, const hms_payload_t *req,
+                              hms_payload_t *resp, int64_t timeout_ns, hms_error_t *err) {
+  if (resp) hms__payload_set(resp, NULL, 0, HMS_CT_NONE);
+  if (!client || !resp) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "client and resp must not be NULL");
+  hms_client_t *c = client;
+  const char *data = req ? req->data : NULL;
+  size_t len = req ? req->len : 0;
+  uint32_t ct = req ? req->content_type : HMS_CT_NONE;
+  hms_status_t st = hms__check_request(c, data, len, err);
+  if (st) return st;
+  int64_t deadline = hms__deadline_from_timeout(timeout_ns);
+  uint64_t id;
+  uint32_t idx = hms__slot_take(c, HMS__MODE_SYNC, deadline, NULL, NULL, &id);
+  if (idx == HMS__NO_SLOT)
+    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0, "more than %d calls in flight on one client", HMS__SLOTS);
+  pthread_mutex_lock(&c->send_lock);
+  st = hms__send_frame(c, HMS__FRAME_REQUEST, 0, fn_id, ct, id, deadline, data, len, err);
+  if (st == HMS_OK) hms__ring_server(c);
+  pthread_mutex_unlock(&c->send_lock);
+  if (st) {
+    hms__slot_release(c, idx);
+    return st;
+  }
+  hms__result_t r;
+  hms__wait_slot(c, idx, id, deadline, &r);
+  return hms__finish(&r, resp, err);
+}
+
 HMS_API hms_status_t hms_call_bytes(hms_client_t *client, uint32_t fn_id, const char *data, size_t len,
                                     uint32_t content_type, hms_payload_t *resp, int64_t timeout_ns,
                                     hms_error_t *err) {
   hms_payload_t req = {.data = data, .len = len, .content_type = content_type};
   return hms_call(client, fn_id, &req, resp, timeout_ns, err);
+}
+
+HMS_API hms_status_t hms_call_submit(hms_client_t *client, uint32_t fn_id, const char *data, size_t len,
+                                     uint32_t content_type, uint32_t flags, int64_t timeout_ns,
+                                     hms_completion_fn callback, void *user_data, uint64_t *call_id,
+                                     hms_error_t *err) {
+  if (call_id) *call_id = 0;
+  if (!client) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "client is NULL");
+  hms_client_t *c = client;
+  hms_status_t st = hms__check_request(c, data, len, err);
+  if (st) return st;
+  int64_t deadline = hms__deadline_from_timeout(timeout_ns);
+  bool oneway = (flags & HMS_CALL_ONEWAY) != 0;
+  uint64_t id = 0;
+  uint32_t idx = HMS__NO_SLOT;
+  if (!oneway) {
+    idx = hms__slot_take(c, callback ? HMS__MODE_CALLBACK : HMS__MODE_QUEUE, deadline, callback, user_data, &id);
+    if (idx == HMS__NO_SLOT)
+      return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0,
+                       "more than %d calls in flight on one client; harvest completions first", HMS__SLOTS);
+  }
+  /* A queued completion is harvested by hms_client_poll, typically from an event loop watching the
+   * event fd: ask the server to ring it (cleared again by the next poll). */
+  if (!oneway && !callback)
+    atomic_fetch_or_explicit(&c->resp.ctl->consumer_sleeping, HMS__SLEEP_EVENTFD, memory_order_relaxed);
+  pthread_mutex_lock(&c->send_lock);
+  st = hms__send_frame(c, HMS__FRAME_REQUEST, oneway ? HMS__FRAME_F_ONEWAY : 0, fn_id, content_type, id, deadline,
+                       data, len, err);
+  if (st == HMS_OK) hms__ring_server(c);
+  pthread_mutex_unlock(&c->send_lock);
+  if (st) {
+    if (idx != HMS__NO_SLOT) hms__slot_release(c, idx);
+    return st;
+  }
+  if (call_id) *call_id = id;
+  hms__ok(err);
+  return HMS_OK;
+}
+
+HMS_API int hms_client_event_fd(const hms_client_t *client) { return client ? client->event_fd : -1; }
+
+/* Pops up to max finished QUEUE-mode completions. */
+static size_t hms__harvest(hms_client_t *c, hms_completion_t *out, size_t max) {
+  size_t n = 0;
+  pthread_mutex_lock(&c->slots_lock);
+  while (n < max && c->done_head != HMS__NO_SLOT) {
+    uint32_t idx = c->done_head;
+    hms__slot_t *s = &c->slots[idx];
+    c->done_head = s->next_done;
+    if (c->done_head == HMS__NO_SLOT) c->done_tail = HMS__NO_SLOT;
+    hms__result_t r = {.status = s->status, .origin = s->origin, .ct = s->ct, .data = s->data, .len = s->len};
+    memcpy(r.msg, s->msg, sizeof r.msg);
+    s->data = NULL;
+    hms__completion_from(&out[n++], s->id, s->user_data, &r);
+    hms__slot_free_locked(c, idx);
+  }
+  pthread_mutex_unlock(&c->slots_lock);
+  return n;
+}
+
+HMS_API hms_status_t hms_client_poll(hms_client_t *client, hms_completion_t *out, size_t max, size_t *count,
+                                     int64_t timeout_ns, hms_error_t *err) {
+  if (count) *count = 0;
+  if (!client || !count || (max && !out))
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "client, count and out must not be NULL");
+  hms_client_t *c = client;
+  int64_t deadline = hms__deadline_from_timeout(timeout_ns);
+  uint64_t drain;
+  while (read(c->event_fd, &drain, sizeof drain) > 0) {
+  }
+  for (;;) {
+    /* Clear our eventfd request first: the server only writes it while we are about to sleep. */
+    atomic_fetch_and_explicit(&c->resp.ctl->consumer_sleeping, ~(uint32_t)HMS__SLEEP_EVENTFD, memory_order_relaxed);
+    if (pthread_mutex_trylock(&c->recv_lock) == 0) {
+      int rc;
+      int budget = 4096;
+      do {
+        rc = hms__read_one(c, 0, NULL);
+      } while (rc == HMS__WAIT_TIMEOUT && --budget);
+      pthread_mutex_unlock(&c->recv_lock);
+      atomic_fetch_add(&c->gen, 1);
+      if (atomic_load(&c->followers)) hms__futex_wake(&c->gen, INT_MAX, 0);
+    }
+    int64_t now = hms__now_ns();
+    hms__sweep(c, now);
+    size_t n = max ? hms__harvest(c, out, max) : 0;
+    if (n) {
+      *count = n;
+      pthread_mutex_lock(&c->slots_lock);
+      bool more = c->done_head != HMS__NO_SLOT;
+      pthread_mutex_unlock(&c->slots_lock);
+      if (more) hms__signal_event(c); /* keep the event fd readable while completions wait */
+      hms__ok(err);
+      return HMS_OK;
+    }
+    if (atomic_load(&c->dead)) {
+      pthread_mutex_lock(&c->slots_lock);
+      uint32_t pending = c->async_pending;
+      pthread_mutex_unlock(&c->slots_lock);
+      if (!pending) return hms__client_dead_error(c, err);
+      pthread_mutex_lock(&c->slots_lock);
+      c->next_deadline = 0; /* the sweep completes them */
+      pthread_mutex_unlock(&c->slots_lock);
+      continue;
+    }
+    /* Nothing yet: ask the server to ring our eventfd, then look once more. */
+    atomic_fetch_or_explicit(&c->resp.ctl->consumer_sleeping, HMS__SLEEP_EVENTFD, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (hms__ring_has_data(&c->resp)) continue;
+    if (now >= deadline) {
+      hms__ok(err);
+      return HMS_OK; /* armed: the event fd fires on the next reply */
+    }
+    int64_t wait = deadline - now;
+    if (wait > HMS__SLICE_NS) wait = HMS__SLICE_NS;
+    if (c->next_deadline > now && c->next_deadline - now < wait) wait = c->next_deadline - now;
+    struct pollfd p = {.fd = c->event_fd, .events = POLLIN};
+    int ms = (int)((wait + 999999) / 1000000);
+    int pr = poll(&p, 1, ms);
+    if (pr > 0)
+      while (read(c->event_fd, &drain, sizeof drain) > 0) {
+      }
+    else if (pr == 0)
+      hms__client_check_alive(c);
+  }
+}
+
+HMS_API hms_status_t hms_call_cancel(hms_client_t *client, uint64_t call_id, hms_error_t *err) {
+  if (!client) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "client is NULL");
+  hms_client_t *c = client;
+  uint32_t idx = (uint32_t)(call_id & (HMS__SLOTS - 1));
+  hms__pending_cb_t pcb;
+  bool run = false, signal = false, found = false;
+  pthread_mutex_lock(&c->slots_lock);
+  hms__slot_t *s = &c->slots[idx];
+  if (call_id != 0 && s->id == call_id && s->state == HMS__SLOT_WAITING && s->mode != HMS__MODE_SYNC) {
+    hms__result_t r;
+    hms__result_error(&r, HMS_CANCELLED, HMS_ORIGIN_LOCAL, "call cancelled by the caller");
+    run = hms__complete_locked(c, idx, &r, &pcb, &signal);
+    found = true;
+  }
+  pthread_mutex_unlock(&c->slots_lock);
+  if (signal) hms__signal_event(c);
+  if (run) pcb.cb(&pcb.comp);
+  if (!found)
+    return hms__fail(err, HMS_NOT_FOUND, 0, "call %llu is not in flight (already completed?)",
+                     (unsigned long long)call_id);
+  /* Tell the server; if the ring is full, the cancel is best effort (the reply is dropped anyway). */
+  if (!atomic_load(&c->dead)) {
+    hms_error_t e2;
+    pthread_mutex_lock(&c->send_lock);
+    if (hms__send_frame(c, HMS__FRAME_CANCEL, 0, 0, HMS_CT_NONE, call_id, hms__now_ns() + 100000000LL, NULL, 0,
+                        &e2) == HMS_OK)
+      hms__ring_server(c);
+    pthread_mutex_unlock(&c->send_lock);
+  }
+  hms__ok(err);
+  return HMS_OK;
+}
+
+HMS_API hms_status_t hms_call_batch(hms_client_t *client, const hms_batch_item_t *items, size_t count,
+                                    uint32_t flags, hms_completion_t *out, int64_t timeout_ns,
+                                    hms_error_t *err) {
+  bool oneway = (flags & HMS_CALL_ONEWAY) != 0;
+  if (!client || (count && !items) || (!oneway && count && !out))
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "client, items and out must not be NULL");
+  hms_client_t *c = client;
+  int64_t deadline = hms__deadline_from_timeout(timeout_ns);
+  for (size_t i = 0; i < count; i++) {
+    hms_status_t st = hms__check_request(c, items[i].data, items[i].len, err);
+    if (st) return st;
+  }
+  enum { CHUNK = 512 }; /* slots are finite: send and collect in chunks */
+  uint32_t idx[CHUNK];
+  uint64_t ids[CHUNK];
+  hms_status_t failure = HMS_OK;
+  hms_error_t ferr;
+  memset(&ferr, 0, sizeof ferr);
+  for (size_t base = 0; base < count; base += CHUNK) {
+    size_t n = count - base < CHUNK ? count - base : CHUNK;
+    size_t sent = 0;
+    pthread_mutex_lock(&c->send_lock);
+    for (; sent < n && failure == HMS_OK; sent++) {
+      const hms_batch_item_t *it = &items[base + sent];
+      ids[sent] = 0;
+      idx[sent] = HMS__NO_SLOT;
+      if (!oneway) {
+        idx[sent] = hms__slot_take(c, HMS__MODE_SYNC, deadline, NULL, NULL, &ids[sent]);
+        if (idx[sent] == HMS__NO_SLOT) {
+          failure = hms__fail(&ferr, HMS_RESOURCE_EXHAUSTED, 0, "more than %d calls in flight on one client",
+                              HMS__SLOTS);
+          break;
+        }
+      }
+      hms_status_t st = hms__send_frame(c, HMS__FRAME_REQUEST, oneway ? HMS__FRAME_F_ONEWAY : 0, it->fn_id,
+                                        it->content_type, ids[sent], deadline, it->data, it->len, &ferr);
+      if (st) {
+        if (idx[sent] != HMS__NO_SLOT) hms__slot_release(c, idx[sent]);
+        failure = st;
+        break;
+      }
+    }
+    hms__ring_server(c); /* one wake-up for the whole chunk */
+    pthread_mutex_unlock(&c->send_lock);
+    if (!oneway) {
+      for (size_t k = 0; k < n; k++) {
+        hms__result_t r;
+        if (k < sent)
+          hms__wait_slot(c, idx[k], ids[k], deadline, &r);
+        else
+          hms__result_error(&r, failure, HMS_ORIGIN_LOCAL, ferr.message);
+        hms__completion_from(&out[base + k], ids[k], NULL, &r);
+      }
+    }
+    if (failure) {
+      for (size_t k = base + n; !oneway && k < count; k++) {
+        hms__result_t r;
+        hms__result_error(&r, failure, HMS_ORIGIN_LOCAL, ferr.message);
+        hms__completion_from(&out[k], 0, NULL, &r);
+      }
+      if (err) *err = ferr;
+      return failure;
+    }
+  }
+  hms__ok(err);
+  return HMS_OK;
+}
+
+HMS_API hms_status_t hms_call_batch_packed(hms_client_t *client, uint32_t fn_id, uint32_t content_type,
+                                           const char *data, const size_t *lens, size_t count, uint32_t flags,
+                                           hms_completion_t *out, int64_t timeout_ns, hms_error_t *err) {
+  if (count && (!lens || !data)) {
+    bool any = false;
+    for (size_t i = 0; lens && i < count; i++) any |= lens[i] != 0;
+    if (!lens || any) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "data and lens must not be NULL");
+  }
+  hms_batch_item_t *items = malloc((count ? count : 1) * sizeof *items);
+  if (!items) return hms__fail(err, HMS_RESOURCE_EXHAUSTED, ENOMEM, "out of memory for %zu batch items", count);
+  size_t off = 0;
+  for (size_t i = 0; i < count; i++) {
+    items[i] = (hms_batch_item_t){fn_id, content_type, data ? data + off : NULL, lens[i]};
+    off += lens[i];
+  }
+  hms_status_t st = hms_call_batch(client, items, count, flags, out, timeout_ns, err);
+  free(items);
+  return st;
 }

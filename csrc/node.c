@@ -6,6 +6,7 @@
  * connection's doorbell eventfd (a client rings it only when the ring says we are asleep). A doorbell
  * per connection means a hostile client can neither drain nor jam another client's wake-ups. */
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -25,7 +26,10 @@ typedef struct hms__conn_s {
   hms_service_t *svc;
   hms__conn_state_t state;
   int sock;
-  int bell; /* eventfd the client rings when we sleep */
+  int bell;        /* eventfd the client rings when we sleep */
+  int client_bell; /* the client's eventfd, rung when it waits in an event loop */
+  uint64_t cancelled[64]; /* recently cancelled call ids (ring) */
+  uint32_t ncancelled;
   void *map;
   size_t map_len;
   hms__ring_t req;  /* we consume */
@@ -107,6 +111,7 @@ static void hms__conn_drop(hms_node_t *node, size_t idx) {
     epoll_ctl(node->epfd, EPOLL_CTL_DEL, c->bell, NULL);
     close(c->bell);
   }
+  if (c->client_bell >= 0) close(c->client_bell);
   /* Closing the socket is what tells the client (POLLHUP) that every pending call is lost. */
   close(c->sock);
   if (c->map) munmap(c->map, c->map_len);
@@ -284,6 +289,7 @@ static void hms__accept_all(hms_node_t *node, hms_service_t *svc) {
     c->svc = svc;
     c->sock = fd;
     c->bell = -1;
+    c->client_bell = -1;
     c->pid = cred.pid;
     c->uid = cred.uid;
     c->gid = cred.gid;
@@ -319,8 +325,26 @@ static void hms__welcome_error(hms__conn_t *c, hms_status_t code, const char *fm
 static bool hms__handshake(hms_node_t *node, hms__conn_t *c) {
   hms__hello_t hello;
   int fds[2], nfds = 0;
-  ssize_t n = hms__recv_fds(c->sock, &hello, sizeof hello, fds, 0, &nfds);
+  ssize_t n = hms__recv_fds(c->sock, &hello, sizeof hello, fds, 1, &nfds);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+  if (nfds == 1) {
+    /* The client's doorbell. It must be an eventfd: anything else (a pipe that blocks, a file we would
+     * append to) is refused. */
+    char link[64], path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fds[0]);
+    ssize_t k = readlink(path, link, sizeof link - 1);
+    if (k > 0) link[k] = 0;
+    if (k <= 0 || strcmp(link, "anon_inode:[eventfd]") != 0) {
+      close(fds[0]);
+      return false;
+    }
+    int fl = fcntl(fds[0], F_GETFL);
+    if (fl < 0 || fcntl(fds[0], F_SETFL, fl | O_NONBLOCK) != 0) {
+      close(fds[0]);
+      return false;
+    }
+    c->client_bell = fds[0];
+  }
   if (n != (ssize_t)sizeof hello || hello.magic != HMS__HELLO_MAGIC) return false;
   hello.service[sizeof hello.service - 1] = 0;
   hello.version[sizeof hello.version - 1] = 0;
@@ -417,9 +441,16 @@ static bool hms__handshake(hms_node_t *node, hms__conn_t *c) {
 /* ------------------------------------------------------------------ calls */
 static inline void hms__wake_client(hms__conn_t *c) {
   atomic_thread_fence(memory_order_seq_cst);
-  if (atomic_load_explicit(&c->resp.ctl->consumer_sleeping, memory_order_relaxed)) {
+  uint32_t how = atomic_load_explicit(&c->resp.ctl->consumer_sleeping, memory_order_relaxed);
+  if (HMS__LIKELY(how == 0)) return;
+  if (how & HMS__SLEEP_FUTEX) {
     atomic_fetch_add_explicit(&c->resp.ctl->data_seq, 1, memory_order_release);
     hms__futex_wake(&c->resp.ctl->data_seq, INT_MAX, 1);
+  }
+  if ((how & HMS__SLEEP_EVENTFD) && c->client_bell >= 0) {
+    uint64_t one = 1;
+    ssize_t w = write(c->client_bell, &one, sizeof one);
+    (void)w;
   }
 }
 
@@ -478,6 +509,11 @@ HMS_API hms_status_t hms_call_reply(hms_call_t *call, const char *data, size_t l
                      "reply of %zu bytes exceeds the connection's max message of %llu bytes; have the client "
                      "connect with a larger ring_bytes or split the reply",
                      len, (unsigned long long)max);
+  if (call->hdr.flags & HMS__FRAME_F_ONEWAY) { /* nobody waits for it */
+    call->replied = true;
+    hms__ok(err);
+    return HMS_OK;
+  }
   if (!hms__write_response(call->conn, &call->hdr, HMS_OK, content_type, data, len, NULL,
                            0))
     return hms__fail(err, HMS_INTERNAL, 0, "response ring unexpectedly full");
@@ -502,6 +538,34 @@ HMS_API void hms_call_set_error(hms_call_t *call, hms_status_t code, const char 
       call->err_details_ct = details_content_type;
     }
   }
+}
+
+static bool hms__conn_cancelled(const hms__conn_t *c, uint64_t id) {
+  uint32_t n = c->ncancelled < 64 ? c->ncancelled : 64;
+  for (uint32_t i = 0; i < n; i++)
+    if (c->cancelled[i] == id) return true;
+  return false;
+}
+
+static bool hms__is_cancel_for(const hms__frame_hdr_t *h, void *arg) {
+  return h->kind == HMS__FRAME_CANCEL && h->call_id == *(const uint64_t *)arg;
+}
+
+HMS_API int hms_call_is_cancelled(hms_call_t *call) {
+  if (!call) return 0;
+  hms__conn_t *c = call->conn;
+  uint64_t id = call->hdr.call_id;
+  if (id && hms__conn_cancelled(c, id)) return 1;
+  /* The cancel, if any, sits behind this call in the request ring: look without consuming. */
+  if (id && hms__ring_scan_ahead(&c->req, &call->hdr, hms__is_cancel_for, &id, 1024)) return 1;
+  /* A caller that died has given up too. */
+  struct pollfd p = {.fd = c->sock, .events = POLLRDHUP};
+  if (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR))) return 1;
+  return 0;
+}
+
+HMS_API int hms_call_is_oneway(const hms_call_t *call) {
+  return call && (call->hdr.flags & HMS__FRAME_F_ONEWAY) ? 1 : 0;
 }
 
 HMS_API void hms_call_peer(const hms_call_t *call, int32_t *pid, uint32_t *uid, uint32_t *gid) {
@@ -552,6 +616,7 @@ static void hms__dispatch(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uin
                        .len = hdr->payload_len,
                        .content_type = hdr->content_type};
   hms_status_t rc = call.fn->fn(&call, &req, call.fn->user_data);
+  if (hdr->flags & HMS__FRAME_F_ONEWAY) call.replied = true; /* errors of one-way calls go nowhere */
   if (!call.replied) {
     hms_status_t code = call.err_code ? call.err_code : rc;
     if (code == HMS_OK) {
@@ -564,6 +629,16 @@ static void hms__dispatch(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uin
     }
   }
   free(call.err_details);
+}
+
+/* After consuming request frames: wake a client that waits for space in its request ring. */
+static void hms__req_consumed(hms__conn_t *c) {
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&c->req.ctl->producer_waiting, memory_order_relaxed)) {
+    atomic_store(&c->req.ctl->producer_waiting, 0);
+    atomic_fetch_add_explicit(&c->req.ctl->space_seq, 1, memory_order_release);
+    hms__futex_wake(&c->req.ctl->space_seq, INT_MAX, 1);
+  }
 }
 
 /* Drains up to HMS__DRAIN_BATCH requests of one connection. Returns the number handled, or -1 when
@@ -590,6 +665,18 @@ static int hms__drain(hms__conn_t *c) {
     const uint8_t *payload;
     int rc = hms__ring_peek(&c->req, &hdr, &payload, why, sizeof why);
     if (rc == HMS__RING_EMPTY) break;
+    if (rc == HMS__RING_OK && hdr.kind == HMS__FRAME_CANCEL) {
+      c->cancelled[c->ncancelled++ % 64] = hdr.call_id;
+      hms__ring_consume(&c->req, &hdr);
+      hms__req_consumed(c);
+      continue;
+    }
+    if (rc == HMS__RING_OK && hdr.kind == HMS__FRAME_REQUEST && hdr.call_id &&
+        hms__conn_cancelled(c, hdr.call_id)) {
+      hms__ring_consume(&c->req, &hdr); /* cancelled before it started: the caller has moved on */
+      hms__req_consumed(c);
+      continue;
+    }
     if (rc == HMS__RING_CORRUPT || hdr.kind != HMS__FRAME_REQUEST) {
       /* The client corrupted its own ring: tell it why if we can, then drop only this connection. */
       if (rc != HMS__RING_CORRUPT) snprintf(why, sizeof why, "unexpected frame kind %u in request ring", hdr.kind);
@@ -602,12 +689,7 @@ static int hms__drain(hms__conn_t *c) {
     }
     hms__dispatch(c, &hdr, payload);
     hms__ring_consume(&c->req, &hdr);
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&c->req.ctl->producer_waiting, memory_order_relaxed)) {
-      atomic_store(&c->req.ctl->producer_waiting, 0);
-      atomic_fetch_add_explicit(&c->req.ctl->space_seq, 1, memory_order_release);
-      hms__futex_wake(&c->req.ctl->space_seq, INT_MAX, 1);
-    }
+    hms__req_consumed(c);
     done++;
   }
   return done;

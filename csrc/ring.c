@@ -117,3 +117,21 @@ void hms__ring_consume(hms__ring_t *r, const hms__frame_hdr_t *hdr) {
   r->pos += hdr->len;
   atomic_store_explicit(&r->ctl->tail, r->pos, memory_order_release);
 }
+
+bool hms__ring_scan_ahead(const hms__ring_t *r, const hms__frame_hdr_t *current,
+                          bool (*fn)(const hms__frame_hdr_t *h, void *arg), void *arg, int max_frames) {
+  uint64_t head = atomic_load_explicit(&r->ctl->head, memory_order_acquire);
+  if (head < r->pos || head - r->pos > r->cap) return false;
+  uint64_t pos = r->pos + current->len;
+  for (int i = 0; i < max_frames && pos < head; i++) {
+    uint64_t off = pos & (r->cap - 1);
+    hms__frame_hdr_t h;
+    memcpy(&h, r->data + off, sizeof h);
+    if (h.len < HMS_FRAME_HEADER_BYTES || (h.len & (HMS__CACHELINE - 1)) || h.len > head - pos ||
+        h.len > r->cap - off)
+      return false;
+    if (h.kind != HMS__FRAME_PAD && fn(&h, arg)) return true;
+    pos += h.len;
+  }
+  return false;
+}

@@ -11,8 +11,11 @@ Threads:
 """
 from __future__ import annotations
 
+import asyncio
 import atexit
+import concurrent.futures
 import inspect
+import itertools
 import os
 import weakref
 import threading
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
 from ._codec import CODECS, CT_NONE, CT_RAW, decode, encode
-from ._errors import (FailedPrecondition, FFIError, InvalidArgument, NotFound, error_for)
+from ._errors import (FailedPrecondition, FFIError, InvalidArgument, NotFound, ResourceExhausted, error_for)
 from ._native import ffi, lib
 
 __all__ = ["Node", "Service", "Client", "CallContext", "ServiceInfo", "connect", "list_services",
@@ -118,6 +121,16 @@ class CallContext:
         """Seconds until the caller gives up (may be <= 0), or None when it set no deadline."""
         ns = lib.hms_call_time_left_ns(self._call)
         return None if ns == 2**63 - 1 else ns / _NS
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the caller cancelled this call or gave up on it (for long-running handlers)."""
+        return bool(lib.hms_call_is_cancelled(self._call))
+
+    @property
+    def oneway(self) -> bool:
+        """True for a one-way call: whatever the handler returns is discarded."""
+        return bool(lib.hms_call_is_oneway(self._call))
 
     @property
     def call_id(self) -> int:
@@ -451,10 +464,185 @@ def _close_serving_nodes() -> None:
 # ----------------------------------------------------------------------------------------------------
 # Calling
 # ----------------------------------------------------------------------------------------------------
+def _reply_value(st: int, data: bytes, ct: int, message: bytes, origin: int):
+    """Turns one completed call into its value or the exception instance to raise."""
+    if st == 0:
+        return (data if ct == CT_RAW else decode(ct, data)), None
+    details = None
+    if data:
+        try:
+            details = decode(ct, data)
+        except FFIError:
+            details = data
+    return None, error_for(st, message.decode("utf-8", "replace"), details=details,
+                           source="remote" if origin == lib.HMS_ORIGIN_REMOTE else "local")
+
+
+def _completion_value(comp):
+    n = comp.payload.len
+    data = ffi.buffer(comp.payload.data, n)[:] if n else b""
+    ct = comp.payload.content_type
+    lib.hms_payload_release(ffi.addressof(comp, "payload"))
+    return _reply_value(comp.status, data, ct, ffi.string(comp.message), comp.origin)
+
+
+def _resolve(fut, value, exc) -> None:
+    if fut.done():  # cancelled meanwhile
+        return
+    if exc is None:
+        fut.set_result(value)
+    else:
+        fut.set_exception(exc)
+
+
+class _AsyncState:
+    """Futures of one client's asynchronous calls, and who harvests their completions.
+
+    Completions are harvested by whoever gets there first: the asyncio loop (the client's eventfd is
+    registered with loop.add_reader: no thread, no busy loop) or, for concurrent.futures callers, one
+    harvester thread per client that sleeps in hms_client_poll with the GIL released.
+    """
+
+    def __init__(self, client: "Client") -> None:
+        self.client = client
+        self.lock = threading.Lock()
+        self.pending: Dict[int, tuple] = {}  # token -> (future, loop or None)
+        self.tokens = itertools.count(1)
+        self.thread: Optional[threading.Thread] = None
+        self.loops: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
+        self.fd = lib.hms_client_event_fd(client._ptr)
+        self.closed = False
+        self.loop_comp = ffi.new("hms_completion_t[64]")  # used on event-loop threads only
+        self._tls = threading.local()
+
+    def thread_comp(self):
+        comp = getattr(self._tls, "comp", None)
+        if comp is None:
+            comp = self._tls.comp = ffi.new("hms_completion_t[64]")
+        return comp
+
+    def register(self, fut, loop) -> int:
+        token = next(self.tokens)
+        with self.lock:
+            self.pending[token] = (fut, loop)
+        return token
+
+    def forget(self, token: int) -> None:
+        with self.lock:
+            self.pending.pop(token, None)
+
+    def drain(self, timeout_ns: int, comp, ncomp: int) -> int:
+        """Harvests completions; returns how many. Raises nothing: a dead connection fails the futures."""
+        ptr = self.client._ptr
+        if ptr is None:
+            return 0
+        count = ffi.new("size_t *")
+        err = self.client._scratch.err
+        st = lib.hms_client_poll(ptr, comp, ncomp, count, timeout_ns, err)
+        n = count[0]
+        for i in range(n):
+            c = comp[i]
+            token = int(ffi.cast("uintptr_t", c.user_data))
+            value, exc = _completion_value(c)
+            with self.lock:
+                entry = self.pending.pop(token, None)
+            if entry is None:
+                continue
+            fut, loop = entry
+            if loop is None:
+                _resolve(fut, value, exc)
+            else:
+                try:
+                    if _running_loop() is loop:
+                        _resolve(fut, value, exc)
+                    else:
+                        loop.call_soon_threadsafe(_resolve, fut, value, exc)
+                except RuntimeError:  # the loop is closed: nobody waits any more
+                    pass
+        if st and n == 0:
+            # Dead connection and nothing left: fail whatever is still registered.
+            msg = ffi.string(err.message).decode("utf-8", "replace")
+            with self.lock:
+                entries, self.pending = list(self.pending.values()), {}
+            for fut, loop in entries:
+                exc = error_for(st, msg)
+                if loop is None:
+                    _resolve(fut, None, exc)
+                else:
+                    try:
+                        loop.call_soon_threadsafe(_resolve, fut, None, exc)
+                    except RuntimeError:
+                        pass
+            return -1
+        return n
+
+    def ensure_thread(self) -> None:
+        if self.thread is not None and self.thread.is_alive():
+            return
+        self.thread = threading.Thread(target=self._harvest_forever, name="hms-completions", daemon=True)
+        self.thread.start()
+
+    def _harvest_forever(self) -> None:
+        comp = ffi.new("hms_completion_t[64]")
+        while not self.closed:
+            with self.lock:
+                threaded = any(loop is None for _, loop in self.pending.values())
+            if not threaded:
+                # Nothing for this thread: sleep until a concurrent future is submitted.
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            if self.drain(100_000_000, comp, 64) < 0:
+                return
+
+    _wake = None  # set in Client.__init__ (threading.Event)
+
+    def ensure_reader(self, loop) -> None:
+        if loop in self.loops:
+            return
+        self.loops.add(loop)
+        loop.add_reader(self.fd, self.drain, 0, ffi.new("hms_completion_t[64]"), 64)
+
+    def close(self) -> None:
+        self.closed = True
+        if self._wake is not None:
+            self._wake.set()
+        for loop in list(self.loops):
+            try:
+                if _running_loop() is loop:
+                    loop.remove_reader(self.fd)
+                else:
+                    loop.call_soon_threadsafe(loop.remove_reader, self.fd)
+            except RuntimeError:
+                pass
+        with self.lock:
+            entries, self.pending = list(self.pending.values()), {}
+        for fut, loop in entries:
+            exc = FailedPrecondition("the client was closed while the call was in flight")
+            if loop is None:
+                _resolve(fut, None, exc)
+            else:
+                try:
+                    loop.call_soon_threadsafe(_resolve, fut, None, exc)
+                except RuntimeError:
+                    pass
+        t = self.thread
+        if t is not None and t is not threading.current_thread():
+            t.join(5)
+
+
+def _running_loop():
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class _Scratch(threading.local):
     def __init__(self) -> None:
         self.resp = ffi.new("hms_payload_t *")
         self.err = ffi.new("hms_error_t *")
+        self.call_id = ffi.new("uint64_t *")
 
 
 class Client:
@@ -476,6 +664,175 @@ class Client:
         self.version = ffi.string(lib.hms_client_service_version(ptr)).decode()
         self.server_pid = lib.hms_client_server_pid(ptr)
         self.max_message = lib.hms_client_max_message(ptr)
+        self._async: Optional[_AsyncState] = None
+        self._async_lock = threading.Lock()
+
+    # -- helpers shared by the call patterns
+    def _prepare(self, function: str, payload: Any, codec: Optional[str]):
+        if self._ptr is None:
+            raise FailedPrecondition(f"client of {self.service}@{self.version} is closed; connect again")
+        fid = self.functions.get(function)
+        if fid is None:
+            if not isinstance(function, str):
+                raise InvalidArgument(f"function name must be a str, got {type(function).__name__}")
+            known = ", ".join(sorted(self.functions)) or "none"
+            raise NotFound(f"{self.service}@{self.version} has no function {function!r} (it has: {known})")
+        if codec is None and type(payload) is bytes:
+            return fid, payload, CT_RAW
+        data, ct = encode(payload, codec)
+        return fid, data, ct
+
+    def _async_state(self) -> _AsyncState:
+        a = self._async
+        if a is None:
+            with self._async_lock:
+                if self._async is None:
+                    st = _AsyncState(self)
+                    st._wake = threading.Event()
+                    self._async = st
+                a = self._async
+        return a
+
+    def _try_submit(self, fid: int, data: bytes, ct: int, tns: int, token: int):
+        """Returns the call id, or None when all 1024 slots are in flight (the caller harvests and retries)."""
+        if len(data) > self.max_message:
+            raise ResourceExhausted(f"request of {len(data)} bytes exceeds this connection's max message of "
+                                    f"{self.max_message} bytes; connect with a larger ring_bytes or split it")
+        s = self._scratch
+        st = lib.hms_call_submit(self._ptr, fid, data, len(data), ct, 0, tns, ffi.NULL, ffi.cast("void *", token),
+                                 s.call_id, s.err)
+        if st == lib.HMS_RESOURCE_EXHAUSTED:
+            return None
+        if st:
+            _raise(st, s.err)
+        return s.call_id[0]
+
+    def call_async(self, function: str, payload: Any = None, *, timeout: Optional[float] = None,
+                   codec: Optional[str] = None) -> "concurrent.futures.Future":
+        """Starts a call and returns a ``concurrent.futures.Future`` of its reply. Cancelling the
+        future cancels the call (the server skips it, or its handler sees ``ctx.cancelled``)."""
+        fid, data, ct = self._prepare(function, payload, codec)
+        a = self._async_state()
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        token = a.register(fut, None)
+        tns = _timeout_ns(timeout)
+        try:
+            while True:
+                call_id = self._try_submit(fid, data, ct, tns, token)
+                if call_id is not None:
+                    break
+                a.drain(1_000_000, a.thread_comp(), 64)  # back-pressure: help harvest, then retry
+        except BaseException:
+            a.forget(token)
+            raise
+        a.ensure_thread()
+        a._wake.set()
+
+        def on_done(f, call_id=call_id, token=token):
+            if f.cancelled() and self._ptr is not None:
+                a.forget(token)
+                lib.hms_call_cancel(self._ptr, call_id, ffi.NULL)
+
+        fut.add_done_callback(on_done)
+        return fut
+
+    async def acall(self, function: str, payload: Any = None, *, timeout: Optional[float] = None,
+                    codec: Optional[str] = None) -> Any:
+        """``await client.acall(...)``: the reply, with the event loop watching the client's eventfd
+        (no thread per call, no polling). Cancelling the task cancels the call on the server."""
+        fid, data, ct = self._prepare(function, payload, codec)
+        loop = asyncio.get_running_loop()
+        a = self._async_state()
+        a.ensure_reader(loop)
+        fut = loop.create_future()
+        token = a.register(fut, loop)
+        tns = _timeout_ns(timeout)
+        try:
+            while True:
+                call_id = self._try_submit(fid, data, ct, tns, token)
+                if call_id is not None:
+                    break
+                a.drain(0, a.loop_comp, 64)  # back-pressure: harvest, let other tasks run, retry
+                await asyncio.sleep(0)
+        except BaseException:
+            a.forget(token)
+            raise
+        timer = None
+        if timeout is not None:  # the deadline fires in C when someone polls: make sure someone does
+            comp = ffi.new("hms_completion_t[8]")
+            timer = loop.call_later(timeout + 0.001, a.drain, 0, comp, 8)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            a.forget(token)
+            if self._ptr is not None:
+                lib.hms_call_cancel(self._ptr, call_id, ffi.NULL)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def batch(self, calls, *, timeout: Optional[float] = None, codec: Optional[str] = None) -> List[Any]:
+        """Sends many calls with one wake-up of the server and returns their results in order. Each
+        entry is the reply or, for a call that failed, the exception instance (nothing is raised for
+        individual failures). ``calls`` holds ``(function, payload)`` pairs."""
+        prepared = [self._prepare(fn, payload, codec) for fn, payload in calls]
+        n = len(prepared)
+        if n == 0:
+            return []
+        items = ffi.new("hms_batch_item_t[]", n)
+        keep = []
+        for i, (fid, data, ct) in enumerate(prepared):
+            buf = ffi.from_buffer(data)
+            keep.append(buf)
+            it = items[i]
+            it.fn_id = fid
+            it.content_type = ct
+            it.data = buf
+            it.len = len(data)
+        out = ffi.new("hms_completion_t[]", n)
+        err = ffi.new("hms_error_t *")
+        st = lib.hms_call_batch(self._ptr, items, n, 0, out, _timeout_ns(timeout), err)
+        results = []
+        for i in range(n):
+            value, exc = _completion_value(out[i])
+            results.append(exc if exc is not None else value)
+        if st and all(isinstance(r, FFIError) for r in results):
+            _raise(st, err)
+        return results
+
+    def send(self, function: str, payload: Any = None, *, codec: Optional[str] = None) -> None:
+        """One-way call: the handler runs, nothing comes back (its errors are discarded)."""
+        fid, data, ct = self._prepare(function, payload, codec)
+        err = self._scratch.err
+        st = lib.hms_call_submit(self._ptr, fid, data, len(data), ct, lib.HMS_CALL_ONEWAY, -1, ffi.NULL, ffi.NULL,
+                                 ffi.NULL, err)
+        if st:
+            _raise(st, err)
+
+    def send_many(self, function: str, payloads, *, codec: Optional[str] = None) -> None:
+        """One-way calls of one function, all written with one wake-up of the server. Payloads that are
+        all ``bytes`` are packed without per-item Python work beyond a join."""
+        if self._ptr is None:
+            raise FailedPrecondition(f"client of {self.service}@{self.version} is closed; connect again")
+        fid, _, _ = self._prepare(function, b"", None)
+        if codec is None and all(type(p) is bytes for p in payloads):
+            blobs, ct = payloads, CT_RAW
+        else:
+            enc = [encode(p, codec) for p in payloads]
+            cts = {c for _, c in enc}
+            if len(cts) > 1:
+                raise InvalidArgument("send_many needs payloads of one codec; pass codec= explicitly")
+            blobs, ct = [d for d, _ in enc], (cts.pop() if cts else CT_RAW)
+        n = len(blobs)
+        if n == 0:
+            return
+        data = b"".join(blobs)
+        lens = ffi.new("size_t[]", [len(b) for b in blobs])
+        err = ffi.new("hms_error_t *")
+        st = lib.hms_call_batch_packed(self._ptr, fid, ct, data, lens, n, lib.HMS_CALL_ONEWAY, ffi.NULL, -1, err)
+        if st:
+            _raise(st, err)
 
     def call(self, function: str, payload: Any = None, *, timeout: Optional[float] = None,
              codec: Optional[str] = None) -> Any:
@@ -485,18 +842,11 @@ class Client:
         ``hms.Unavailable``, ...) on failure; remote errors carry the handler's message and details.
         """
         ptr = self._ptr
-        if ptr is None:
-            raise FailedPrecondition(f"client of {self.service}@{self.version} is closed; connect again")
-        fid = self.functions.get(function)
-        if fid is None:
-            if not isinstance(function, str):
-                raise InvalidArgument(f"function name must be a str, got {type(function).__name__}")
-            known = ", ".join(sorted(self.functions)) or "none"
-            raise NotFound(f"{self.service}@{self.version} has no function {function!r} (it has: {known})")
-        if codec is None and type(payload) is bytes:
-            data, ct = payload, CT_RAW
+        fid = self.functions.get(function) if ptr is not None else None
+        if fid is not None and codec is None and type(payload) is bytes:
+            data, ct = payload, CT_RAW  # the hot path: no extra Python call
         else:
-            data, ct = encode(payload, codec)
+            fid, data, ct = self._prepare(function, payload, codec)
         tns = -1 if timeout is None else _timeout_ns(timeout)
         s = self._scratch
         resp, err = s.resp, s.err
@@ -519,6 +869,10 @@ class Client:
 
     def close(self) -> None:
         """Closes the connection. Idempotent. Calls in flight on other threads must have returned."""
+        if self._ptr is None:
+            return
+        if self._async is not None:
+            self._async.close()
         ptr, self._ptr = self._ptr, None
         if ptr is not None:
             lib.hms_client_close(ptr)

@@ -66,8 +66,11 @@ enum {
   HMS__FRAME_REQUEST = 1,
   HMS__FRAME_RESPONSE = 2,
   HMS__FRAME_PAD = 3,
+  HMS__FRAME_CANCEL = 4, /* client -> server: call_id was cancelled */
 };
-enum { HMS__FRAME_F_TRACE_SAMPLED = 1u << 0 };
+enum { HMS__FRAME_F_TRACE_SAMPLED = 1u << 0, HMS__FRAME_F_ONEWAY = 1u << 1 };
+/* consumer_sleeping bits: how the consumer wants to be woken */
+enum { HMS__SLEEP_FUTEX = 1u << 0, HMS__SLEEP_EVENTFD = 1u << 1 };
 
 /* The fixed 64-byte frame header. Lives in shared memory: always copy it out before use. */
 typedef struct {
@@ -123,6 +126,11 @@ int hms__ring_free(hms__ring_t *r, uint64_t *free_bytes, char *why, size_t why_c
 /* Consumer: copy out and validate the next frame header (skipping PAD frames). On HMS__RING_OK, *hdr
  * is the validated copy and *payload points at payload_len bytes inside the ring. */
 int hms__ring_peek(hms__ring_t *r, hms__frame_hdr_t *hdr, const uint8_t **payload, char *why, size_t why_cap);
+/* Consumer: looks at frames after the one returned by the last peek without consuming anything;
+ * calls fn for each valid frame header until fn returns true (found) or the data ends. Stops at the
+ * first invalid header. Returns true when fn found what it looked for. */
+bool hms__ring_scan_ahead(const hms__ring_t *r, const hms__frame_hdr_t *current,
+                          bool (*fn)(const hms__frame_hdr_t *h, void *arg), void *arg, int max_frames);
 /* Consumer: release the frame returned by the last peek; wakes a producer waiting for space. */
 void hms__ring_consume(hms__ring_t *r, const hms__frame_hdr_t *hdr);
 /* True when the consumer would find something (cheap check, no validation). */

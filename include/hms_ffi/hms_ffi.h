@@ -240,6 +240,11 @@ HMS_API uint32_t hms_call_function_id(const hms_call_t *call);
 HMS_API const char *hms_call_function_name(const hms_call_t *call);
 /// Returns: the service's name, valid during the call.
 HMS_API const char *hms_call_service_name(const hms_call_t *call);
+/// Returns: 1 when the caller cancelled this call (or gave up on it), 0 otherwise. Cheap enough to
+/// poll from a long-running handler.
+HMS_API int hms_call_is_cancelled(hms_call_t *call);
+/// Returns: 1 for a one-way call (its reply, if any, is discarded).
+HMS_API int hms_call_is_oneway(const hms_call_t *call);
 /// Copies the caller's W3C trace context (16-byte trace id, 8-byte span id, flags). All zero = none.
 HMS_API void hms_call_trace(const hms_call_t *call, uint8_t trace_id[16], uint8_t span_id[8], uint8_t *flags);
 
@@ -303,6 +308,82 @@ HMS_API hms_status_t hms_call(hms_client_t *client, uint32_t fn_id, const hms_pa
 HMS_API hms_status_t hms_call_bytes(hms_client_t *client, uint32_t fn_id, const char *data, size_t len,
                                     uint32_t content_type, hms_payload_t *resp, int64_t timeout_ns,
                                     hms_error_t *err);
+
+/// Flags for hms_call_submit() and hms_call_batch().
+enum {
+  HMS_CALL_DEFAULT = 0,
+  HMS_CALL_ONEWAY = 1u << 0 ///< fire and forget: the handler runs, nothing is sent back
+};
+
+/// A finished asynchronous call.
+/// Ownership: whoever receives it (hms_client_poll's caller, or the callback) must release `payload`.
+typedef struct hms_completion_s {
+  uint64_t call_id;
+  hms_status_t status;
+  int32_t origin;        ///< HMS_ORIGIN_* when status != HMS_OK
+  hms_payload_t payload; ///< the reply, or the error details (possibly empty)
+  void *user_data;       ///< as given to hms_call_submit()
+  char message[256];     ///< error message when status != HMS_OK
+} hms_completion_t;
+
+/// Completion callback. Runs on whichever thread harvests the reply (one inside hms_call,
+/// hms_call_batch or hms_client_poll on this client); must not block and must not call back into
+/// this client's waiting functions. The completion is only valid during the callback; the payload
+/// belongs to the callback (release it, or keep it and release later).
+typedef void (*hms_completion_fn)(hms_completion_t *completion);
+
+/// Submits a call without waiting for it. `callback` NULL queues the completion for
+/// hms_client_poll(); otherwise the callback receives it. With HMS_CALL_ONEWAY nothing completes and
+/// *call_id is 0. `timeout_ns` < 0: no deadline; expired calls complete with HMS_DEADLINE_EXCEEDED
+/// the next time anybody polls or waits on this client.
+/// Thread-safety: any thread. Up to 1024 calls may be in flight per client (HMS_RESOURCE_EXHAUSTED
+/// beyond that).
+HMS_API hms_status_t hms_call_submit(hms_client_t *client, uint32_t fn_id, const char *data, size_t len,
+                                     uint32_t content_type, uint32_t flags, int64_t timeout_ns,
+                                     hms_completion_fn callback, void *user_data, uint64_t *call_id,
+                                     hms_error_t *err);
+
+/// Harvests up to `max` completions of queued (callback-less) asynchronous calls; waits up to
+/// `timeout_ns` for the first one (0 = do not wait, < 0 = no limit). Also drives callbacks and
+/// deadlines. Sets *count (possibly 0).
+/// Returns: HMS_OK; HMS_UNAVAILABLE/HMS_DATA_LOSS once the connection is dead and nothing is left to
+/// harvest (pending calls complete with that status first).
+HMS_API hms_status_t hms_client_poll(hms_client_t *client, hms_completion_t *out, size_t max, size_t *count,
+                                     int64_t timeout_ns, hms_error_t *err);
+
+/// Returns: a file descriptor (eventfd) that becomes readable when hms_client_poll() has work, for
+/// event loops (asyncio, epoll). Owned by the client; do not close or read it yourself.
+/// The descriptor is armed by hms_client_poll() returning 0 completions.
+HMS_API int hms_client_event_fd(const hms_client_t *client);
+
+/// Cancels an in-flight asynchronous call: it completes at once with HMS_CANCELLED, and the server is
+/// told — a queued request is skipped, a running handler sees hms_call_is_cancelled() turn true.
+/// Returns: HMS_NOT_FOUND when the call already completed (or never existed).
+HMS_API hms_status_t hms_call_cancel(hms_client_t *client, uint64_t call_id, hms_error_t *err);
+
+/// One call of a batch.
+typedef struct hms_batch_item_s {
+  uint32_t fn_id;
+  uint32_t content_type;
+  const char *data;
+  size_t len;
+} hms_batch_item_t;
+
+/// Sends `count` calls with one wake-up of the server and waits for all of them; out[i] receives
+/// the completion of items[i], each a success or an error of its own (release every payload).
+/// With HMS_CALL_ONEWAY, `out` may be NULL and the function returns once everything is sent.
+/// Returns: HMS_OK when every call was sent and answered (individual statuses are in out[]);
+/// otherwise the error that stopped the batch (completions not reached carry the same status).
+HMS_API hms_status_t hms_call_batch(hms_client_t *client, const hms_batch_item_t *items, size_t count,
+                                    uint32_t flags, hms_completion_t *out, int64_t timeout_ns,
+                                    hms_error_t *err);
+
+/// hms_call_batch() for `count` calls of one function whose payloads are packed back to back in
+/// `data` (lens[i] bytes each): one allocation-free crossing for FFIs that cannot cheaply build an
+/// array of structs (Python, PHP).
+HMS_API hms_status_t hms_call_batch_packed(hms_client_t *client, uint32_t fn_id, uint32_t content_type,
+                                           const char *data, const size_t *lens, size_t count, uint32_t flags,
+                                           hms_completion_t *out, int64_t timeout_ns, hms_error_t *err);
 
 /// Sets the W3C trace context sent with calls made by the calling thread on any client
 /// (NULL trace_id clears it).

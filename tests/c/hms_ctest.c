@@ -7,6 +7,7 @@
  *
  * The runtime directory comes from HMS_FFI_RUNTIME_DIR. */
 #include <errno.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -80,6 +81,40 @@ static hms_status_t h_double_reply(hms_call_t *call, const hms_payload_t *req, v
   return st == HMS_FAILED_PRECONDITION ? HMS_OK : HMS_INTERNAL;
 }
 
+static long oneway_count = 0;
+static hms_status_t h_count(hms_call_t *call, const hms_payload_t *req, void *ud) {
+  (void)req;
+  (void)ud;
+  if (hms_call_is_oneway(call)) {
+    oneway_count++;
+    return HMS_OK;
+  }
+  char buf[32];
+  int n = snprintf(buf, sizeof buf, "%ld", oneway_count);
+  return hms_call_reply(call, buf, (size_t)n, HMS_CT_RAW, NULL);
+}
+/* Waits up to 3 s for the caller to cancel; replies whether it saw the cancellation. */
+static long cancels_seen = 0;
+static hms_status_t h_wait_cancel(hms_call_t *call, const hms_payload_t *req, void *ud) {
+  (void)req;
+  (void)ud;
+  for (int i = 0; i < 300; i++) {
+    if (hms_call_is_cancelled(call)) {
+      cancels_seen++;
+      return HMS_CANCELLED;
+    }
+    usleep(10000);
+  }
+  return hms_call_reply(call, "not cancelled", 13, HMS_CT_RAW, NULL);
+}
+static hms_status_t h_cancels(hms_call_t *call, const hms_payload_t *req, void *ud) {
+  (void)req;
+  (void)ud;
+  char buf[32];
+  int n = snprintf(buf, sizeof buf, "%ld", cancels_seen);
+  return hms_call_reply(call, buf, (size_t)n, HMS_CT_RAW, NULL);
+}
+
 static int run_server(const char *service, int64_t spin_ns, int notify_fd) {
   hms_node_options_t o;
   hms_node_options_init(&o);
@@ -102,6 +137,9 @@ static int run_server(const char *service, int64_t spin_ns, int notify_fd) {
   hms_function_add(svc, "sleep", 0, h_sleep, NULL, NULL);
   hms_function_add(svc, "peer", 0, h_peer, NULL, NULL);
   hms_function_add(svc, "double", 0, h_double_reply, NULL, NULL);
+  hms_function_add(svc, "count", 0, h_count, NULL, NULL);
+  hms_function_add(svc, "wait_cancel", 0, h_wait_cancel, NULL, NULL);
+  hms_function_add(svc, "cancels", 0, h_cancels, NULL, NULL);
   if (notify_fd >= 0) {
     char c = 'r';
     if (write(notify_fd, &c, 1) != 1) return 2;
@@ -211,7 +249,7 @@ static void test_calls(hms_node_t *node) {
   hms_client_t *cl = connect_or_die(node, "ctest.main");
   hms_error_t e;
   hms_payload_t resp;
-  CHECK(hms_client_function_count(cl) == 6, "count %u", hms_client_function_count(cl));
+  CHECK(hms_client_function_count(cl) == 9, "count %u", hms_client_function_count(cl));
   const char *name;
   uint32_t id, flags;
   CHECK(hms_client_function_at(cl, 0, &name, &id, &flags) == HMS_OK && !strcmp(name, "echo") && id == 1 &&
@@ -333,6 +371,157 @@ static void test_threads(hms_node_t *node) {
   hms_client_close(cl);
 }
 
+static int cb_calls = 0;
+static void on_done(hms_completion_t *c) {
+  int *expect = c->user_data;
+  if (c->status == HMS_OK && c->payload.len == sizeof(int) && memcmp(c->payload.data, expect, sizeof(int)) == 0)
+    cb_calls++;
+  hms_payload_release(&c->payload);
+}
+
+static void test_async(hms_node_t *node) {
+  hms_client_t *cl = connect_or_die(node, "ctest.main");
+  hms_error_t e;
+  /* 1000 in flight, harvested by poll */
+  enum { N = 1000 };
+  static uint64_t ids[N];
+  for (int i = 0; i < N; i++) {
+    CHECK(hms_call_submit(cl, fid(cl, "echo"), (const char *)&i, sizeof i, HMS_CT_RAW, 0, 5000000000LL, NULL,
+                          (void *)(intptr_t)(i + 1), &ids[i], &e) == HMS_OK,
+          "submit %d: %s", i, e.message);
+  }
+  int got = 0, bad = 0;
+  hms_completion_t comp[64];
+  while (got < N) {
+    size_t n = 0;
+    hms_status_t st = hms_client_poll(cl, comp, 64, &n, 2000000000LL, &e);
+    if (st != HMS_OK || n == 0) {
+      CHECK(0, "poll: %s n=%zu", e.message, n);
+      break;
+    }
+    for (size_t k = 0; k < n; k++) {
+      int i = (int)(intptr_t)comp[k].user_data - 1;
+      if (comp[k].status != HMS_OK || i < 0 || i >= N || comp[k].call_id != ids[i] || comp[k].payload.len != sizeof i ||
+          memcmp(comp[k].payload.data, &i, sizeof i) != 0)
+        bad++;
+      hms_payload_release(&comp[k].payload);
+    }
+    got += (int)n;
+  }
+  CHECK(got == N && bad == 0, "async got %d bad %d", got, bad);
+  size_t n = 0;
+  CHECK(hms_client_poll(cl, comp, 64, &n, 0, &e) == HMS_OK && n == 0, "nothing left");
+  CHECK(hms_client_event_fd(cl) >= 0, "event fd");
+  /* callbacks, driven by a synchronous call on the same client */
+  static int vals[10];
+  for (int i = 0; i < 10; i++) {
+    vals[i] = i * 11;
+    hms_call_submit(cl, 1, (const char *)&vals[i], sizeof(int), HMS_CT_RAW, 0, -1, on_done, &vals[i], NULL, NULL);
+  }
+  hms_payload_t resp;
+  hms_call(cl, 1, NULL, &resp, -1, NULL);
+  hms_payload_release(&resp);
+  for (int k = 0; k < 100 && cb_calls < 10; k++) hms_client_poll(cl, NULL, 0, &n, 10000000LL, NULL);
+  CHECK(cb_calls == 10, "callbacks %d", cb_calls);
+  /* an async deadline */
+  int ms = 300;
+  uint64_t id;
+  hms_call_submit(cl, fid(cl, "sleep"), (const char *)&ms, sizeof ms, HMS_CT_RAW, 0, 30000000LL, NULL, NULL, &id, NULL);
+  int64_t t0 = now_ns();
+  CHECK(hms_client_poll(cl, comp, 1, &n, 2000000000LL, &e) == HMS_OK && n == 1, "deadline poll");
+  CHECK(comp[0].status == HMS_DEADLINE_EXCEEDED && comp[0].call_id == id, "async deadline %d", comp[0].status);
+  CHECK(now_ns() - t0 < 200000000LL, "async deadline on time");
+  hms_payload_release(&comp[0].payload);
+  /* cancel: completes at once, and the running handler sees it */
+  hms_call_submit(cl, fid(cl, "wait_cancel"), NULL, 0, HMS_CT_NONE, 0, -1, NULL, NULL, &id, NULL);
+  usleep(300000); /* let the handler start (after the sleeping call above finishes) */
+  CHECK(hms_call_cancel(cl, id, &e) == HMS_OK, "cancel: %s", e.message);
+  CHECK(hms_call_cancel(cl, id, &e) == HMS_NOT_FOUND, "second cancel");
+  CHECK(hms_client_poll(cl, comp, 1, &n, 1000000000LL, &e) == HMS_OK && n == 1 && comp[0].status == HMS_CANCELLED,
+        "cancelled completion");
+  hms_payload_release(&comp[0].payload);
+  CHECK(hms_call(cl, fid(cl, "cancels"), NULL, &resp, 5000000000LL, &e) == HMS_OK && resp.len == 1 &&
+            ((const char *)resp.data)[0] == '1',
+        "handler observed the cancel: %.*s", (int)resp.len, (const char *)resp.data);
+  hms_payload_release(&resp);
+  /* batch: results in order, each with its own status */
+  int a = 1, b = 2;
+  hms_batch_item_t items[4] = {{fid(cl, "echo"), HMS_CT_RAW, (const char *)&a, sizeof a},
+                               {fid(cl, "fail"), HMS_CT_NONE, NULL, 0},
+                               {4000, HMS_CT_NONE, NULL, 0},
+                               {fid(cl, "echo"), HMS_CT_RAW, (const char *)&b, sizeof b}};
+  hms_completion_t outs[4];
+  CHECK(hms_call_batch(cl, items, 4, 0, outs, 5000000000LL, &e) == HMS_OK, "batch: %s", e.message);
+  CHECK(outs[0].status == HMS_OK && outs[0].payload.len == 4 && memcmp(outs[0].payload.data, &a, 4) == 0, "b0");
+  CHECK(outs[1].status == HMS_INVALID_ARGUMENT && !strcmp(outs[1].message, "quantity must be positive"), "b1");
+  CHECK(outs[2].status == HMS_UNIMPLEMENTED, "b2 %d", outs[2].status);
+  CHECK(outs[3].status == HMS_OK && memcmp(outs[3].payload.data, &b, 4) == 0, "b3");
+  for (int i = 0; i < 4; i++) hms_payload_release(&outs[i].payload);
+  /* a big batch, larger than the ring and the slot table */
+  enum { M = 3000 };
+  static hms_batch_item_t big[M];
+  static hms_completion_t bigout[M];
+  static int bv[M];
+  for (int i = 0; i < M; i++) {
+    bv[i] = i;
+    big[i] = (hms_batch_item_t){1, HMS_CT_RAW, (const char *)&bv[i], sizeof(int)};
+  }
+  CHECK(hms_call_batch(cl, big, M, 0, bigout, 10000000000LL, &e) == HMS_OK, "big batch: %s", e.message);
+  int okc = 0;
+  for (int i = 0; i < M; i++) {
+    if (bigout[i].status == HMS_OK && bigout[i].payload.len == 4 && memcmp(bigout[i].payload.data, &i, 4) == 0) okc++;
+    hms_payload_release(&bigout[i].payload);
+  }
+  CHECK(okc == M, "big batch ok %d", okc);
+  /* one-way: 20000 messages, nothing comes back, the server saw them all */
+  uint32_t cnt = fid(cl, "count");
+  for (int i = 0; i < 10000; i++)
+    hms_call_submit(cl, cnt, "x", 1, HMS_CT_RAW, HMS_CALL_ONEWAY, -1, NULL, NULL, NULL, NULL);
+  CHECK(hms_call_batch(cl, big, M, HMS_CALL_ONEWAY, NULL, -1, &e) == HMS_OK, "oneway batch");
+  for (int i = 0; i < M; i++) big[i].fn_id = cnt;
+  CHECK(hms_call_batch(cl, big, M, HMS_CALL_ONEWAY, NULL, -1, &e) == HMS_OK, "oneway batch");
+  CHECK(hms_call(cl, cnt, NULL, &resp, 5000000000LL, &e) == HMS_OK, "count");
+  char want[32];
+  snprintf(want, sizeof want, "%d", 10000 + M);
+  CHECK(resp.len == strlen(want) && memcmp(resp.data, want, resp.len) == 0, "oneway count %.*s want %s",
+        (int)resp.len, (const char *)resp.data, want);
+  hms_payload_release(&resp);
+  CHECK(hms_client_poll(cl, comp, 64, &n, 0, &e) == HMS_OK && n == 0, "no completions from one-way");
+  hms_client_close(cl);
+}
+
+static void test_async_server_death(void) {
+  pid_t srv = fork_server("ctest.adeath", 0);
+  hms_node_t *node;
+  hms_node_open(NULL, &node, NULL);
+  hms_client_t *cl = connect_or_die(node, "ctest.adeath");
+  int ms = 5000;
+  uint64_t ids[5];
+  for (int i = 0; i < 5; i++)
+    hms_call_submit(cl, fid(cl, "sleep"), (const char *)&ms, sizeof ms, HMS_CT_RAW, 0, -1, NULL, NULL, &ids[i], NULL);
+  usleep(50000);
+  kill(srv, SIGKILL);
+  waitpid(srv, NULL, 0);
+  int64_t t0 = now_ns();
+  int unavailable = 0;
+  hms_completion_t comp[8];
+  hms_error_t e;
+  while (unavailable < 5 && now_ns() - t0 < 2000000000LL) {
+    size_t n = 0;
+    if (hms_client_poll(cl, comp, 8, &n, 500000000LL, &e) != HMS_OK) break;
+    for (size_t k = 0; k < n; k++) {
+      if (comp[k].status == HMS_UNAVAILABLE) unavailable++;
+      hms_payload_release(&comp[k].payload);
+    }
+  }
+  CHECK(unavailable == 5, "async calls on a dead server: %d unavailable", unavailable);
+  CHECK(now_ns() - t0 < 100000000LL, "async death detected in %lld ms", (long long)((now_ns() - t0) / 1000000));
+  size_t n;
+  CHECK(hms_client_poll(cl, comp, 8, &n, 0, &e) == HMS_UNAVAILABLE, "poll after death");
+  hms_client_close(cl);
+  hms_node_close(node);
+}
+
 static void test_list(void) {
   hms_service_list_t list;
   hms_error_t e;
@@ -341,7 +530,7 @@ static void test_list(void) {
   for (size_t i = 0; i < list.count; i++)
     if (!strcmp(list.items[i].name, "ctest.main")) {
       found = 1;
-      CHECK(list.items[i].function_count == 6, "fns %u", list.items[i].function_count);
+      CHECK(list.items[i].function_count == 9, "fns %u", list.items[i].function_count);
       CHECK(strcmp(list.items[i].function_names[0], "echo") == 0, "fn0");
       CHECK(strcmp(list.items[i].version, "1.0.0") == 0, "version");
       CHECK(list.items[i].pid > 0, "pid");
@@ -421,6 +610,8 @@ static int selftest(void) {
   test_bad_input(node);
   test_calls(node);
   test_threads(node);
+  test_async(node);
+  test_async_server_death();
   test_list();
   test_crash(node);
   hms_node_close(node);
