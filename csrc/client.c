@@ -930,10 +930,6 @@ HMS_API hms_status_t hms_call_submit(hms_client_t *client, uint32_t fn_id, const
       return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0,
                        "more than %d calls in flight on one client; harvest completions first", HMS__SLOTS);
   }
-  /* A queued completion is harvested by hms_client_poll, typically from an event loop watching the
-   * event fd: ask the server to ring it (cleared again by the next poll). */
-  if (!oneway && !callback)
-    atomic_fetch_or_explicit(&c->resp.ctl->consumer_sleeping, HMS__SLEEP_EVENTFD, memory_order_relaxed);
   pthread_mutex_lock(&c->send_lock);
   st = hms__send_frame(c, HMS__FRAME_REQUEST, oneway ? HMS__FRAME_F_ONEWAY : 0, fn_id, content_type, id, deadline,
                        data, len, err);
@@ -977,6 +973,7 @@ HMS_API hms_status_t hms_client_poll(hms_client_t *client, hms_completion_t *out
   hms_client_t *c = client;
   int64_t deadline = hms__deadline_from_timeout(timeout_ns);
   uint64_t drain;
+  bool spun = false;
   while (read(c->event_fd, &drain, sizeof drain) > 0) {
   }
   for (;;) {
@@ -1012,6 +1009,18 @@ HMS_API hms_status_t hms_client_poll(hms_client_t *client, hms_completion_t *out
       pthread_mutex_lock(&c->slots_lock);
       c->next_deadline = 0; /* the sweep completes them */
       pthread_mutex_unlock(&c->slots_lock);
+      continue;
+    }
+    /* Nothing yet. Spin first (bounded by the client's spin budget): a reply that is microseconds
+     * away costs no wake-up at all. */
+    if (!spun && timeout_ns != 0 && c->spin.limit_ns > 0) {
+      spun = true;
+      int64_t until = now + (deadline - now < c->spin.limit_ns ? deadline - now : c->spin.limit_ns);
+      uint32_t k = 0;
+      while (!hms__ring_has_data(&c->resp) && c->done_head == HMS__NO_SLOT && !atomic_load(&c->dead)) {
+        hms__cpu_relax();
+        if ((++k & 31) == 0 && hms__now_ns() >= until) break;
+      }
       continue;
     }
     /* Nothing yet: ask the server to ring our eventfd, then look once more. */
@@ -1061,8 +1070,10 @@ HMS_API hms_status_t hms_call_cancel(hms_client_t *client, uint64_t call_id, hms
     hms_error_t e2;
     pthread_mutex_lock(&c->send_lock);
     if (hms__send_frame(c, HMS__FRAME_CANCEL, 0, 0, HMS_CT_NONE, call_id, hms__now_ns() + 100000000LL, NULL, 0,
-                        &e2) == HMS_OK)
+                        &e2) == HMS_OK) {
+      atomic_fetch_add_explicit(&c->req.ctl->cancels, 1, memory_order_release); /* tells the server to look */
       hms__ring_server(c);
+    }
     pthread_mutex_unlock(&c->send_lock);
   }
   hms__ok(err);

@@ -29,7 +29,7 @@ typedef struct hms__conn_s {
   int bell;        /* eventfd the client rings when we sleep */
   int client_bell; /* the client's eventfd, rung when it waits in an event loop */
   uint64_t cancelled[64]; /* recently cancelled call ids (ring) */
-  uint32_t ncancelled;
+  uint32_t ncancelled;    /* CANCEL frames consumed */
   void *map;
   size_t map_len;
   hms__ring_t req;  /* we consume */
@@ -671,8 +671,12 @@ static int hms__drain(hms__conn_t *c) {
       hms__req_consumed(c);
       continue;
     }
+    /* A cancelled request that has not started is skipped. Its CANCEL frame is usually still behind
+     * it in the ring: look ahead, but only when the client says it sent cancels we have not seen. */
     if (rc == HMS__RING_OK && hdr.kind == HMS__FRAME_REQUEST && hdr.call_id &&
-        hms__conn_cancelled(c, hdr.call_id)) {
+        (hms__conn_cancelled(c, hdr.call_id) ||
+         (atomic_load_explicit(&c->req.ctl->cancels, memory_order_acquire) != c->ncancelled &&
+          hms__ring_scan_ahead(&c->req, &hdr, hms__is_cancel_for, &hdr.call_id, 4096)))) {
       hms__ring_consume(&c->req, &hdr); /* cancelled before it started: the caller has moved on */
       hms__req_consumed(c);
       continue;

@@ -311,6 +311,7 @@ class Node:
         if st:
             _raise(st, err)
         self._ptr = out[0]
+        self._spin_ns = opts.spin_ns
         self._handler_err = ffi.new("hms_error_t *")
         self.name = name or f"node-{os.getpid()}"
         self.log_handler_errors = log_handler_errors
@@ -439,7 +440,7 @@ class Node:
         st = lib.hms_connect(self._ptr, service.encode(), version.encode(), opts, out, err)
         if st:
             _raise(st, err)
-        client = Client(self, out[0])
+        client = Client(self, out[0], opts.spin_ns if opts.spin_ns >= 0 else self._spin_ns)
         self._clients.add(client)
         return client
 
@@ -495,6 +496,16 @@ def _resolve(fut, value, exc) -> None:
         fut.set_exception(exc)
 
 
+class _CompBuffer:
+    """A completion array and its counter, owned by one harvesting thread."""
+
+    __slots__ = ("arr", "count")
+
+    def __init__(self, n: int = 64) -> None:
+        self.arr = ffi.new("hms_completion_t[]", n)
+        self.count = ffi.new("size_t *")
+
+
 class _AsyncState:
     """Futures of one client's asynchronous calls, and who harvests their completions.
 
@@ -512,54 +523,59 @@ class _AsyncState:
         self.loops: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
         self.fd = lib.hms_client_event_fd(client._ptr)
         self.closed = False
-        self.loop_comp = ffi.new("hms_completion_t[64]")  # used on event-loop threads only
+        self.loop_comp = _CompBuffer()  # used on event-loop threads only
         self._tls = threading.local()
 
     def thread_comp(self):
         comp = getattr(self._tls, "comp", None)
         if comp is None:
-            comp = self._tls.comp = ffi.new("hms_completion_t[64]")
+            comp = self._tls.comp = _CompBuffer()
         return comp
 
     def register(self, fut, loop) -> int:
         token = next(self.tokens)
-        with self.lock:
-            self.pending[token] = (fut, loop)
+        self.pending[token] = (fut, loop)  # dict operations are atomic under the GIL
         return token
 
     def forget(self, token: int) -> None:
-        with self.lock:
-            self.pending.pop(token, None)
+        self.pending.pop(token, None)
 
     def drain(self, timeout_ns: int, comp, ncomp: int) -> int:
-        """Harvests completions; returns how many. Raises nothing: a dead connection fails the futures."""
+        """Harvests completions; returns how many (-1 once the connection is dead and all failed).
+        ``comp`` is a per-thread ``hms_completion_t[ncomp]``; its last slot is never used so that a
+        ``size_t`` counter can live beside it (see _comp_buffer)."""
         ptr = self.client._ptr
         if ptr is None:
             return 0
-        count = ffi.new("size_t *")
-        err = self.client._scratch.err
-        st = lib.hms_client_poll(ptr, comp, ncomp, count, timeout_ns, err)
+        count, err = comp.count, self.client._scratch.err
+        st = lib.hms_client_poll(ptr, comp.arr, ncomp, count, timeout_ns, err)
         n = count[0]
-        for i in range(n):
-            c = comp[i]
-            token = int(ffi.cast("uintptr_t", c.user_data))
-            value, exc = _completion_value(c)
-            with self.lock:
-                entry = self.pending.pop(token, None)
-            if entry is None:
-                continue
-            fut, loop = entry
-            if loop is None:
-                _resolve(fut, value, exc)
-            else:
-                try:
-                    if _running_loop() is loop:
-                        _resolve(fut, value, exc)
-                    else:
+        if n:
+            pending = self.pending
+            here = _running_loop()
+            arr = comp.arr
+            for i in range(n):
+                c = arr[i]
+                entry = pending.pop(int(ffi.cast("uintptr_t", c.user_data)), None)  # atomic under the GIL
+                plen = c.payload.len
+                data = ffi.buffer(c.payload.data, plen)[:] if plen else b""
+                ct, status = c.payload.content_type, c.status
+                lib.hms_payload_release(ffi.addressof(c, "payload"))
+                if entry is None:
+                    continue
+                if status == 0:
+                    value, exc = (data if ct == CT_RAW else decode(ct, data)), None
+                else:
+                    value, exc = _reply_value(status, data, ct, ffi.string(c.message), c.origin)
+                fut, loop = entry
+                if loop is None or loop is here:
+                    _resolve(fut, value, exc)
+                else:
+                    try:
                         loop.call_soon_threadsafe(_resolve, fut, value, exc)
-                except RuntimeError:  # the loop is closed: nobody waits any more
-                    pass
-        if st and n == 0:
+                    except RuntimeError:  # the loop is closed: nobody waits any more
+                        pass
+        elif st:
             # Dead connection and nothing left: fail whatever is still registered.
             msg = ffi.string(err.message).decode("utf-8", "replace")
             with self.lock:
@@ -583,7 +599,7 @@ class _AsyncState:
         self.thread.start()
 
     def _harvest_forever(self) -> None:
-        comp = ffi.new("hms_completion_t[64]")
+        comp = _CompBuffer()
         while not self.closed:
             with self.lock:
                 threaded = any(loop is None for _, loop in self.pending.values())
@@ -601,7 +617,7 @@ class _AsyncState:
         if loop in self.loops:
             return
         self.loops.add(loop)
-        loop.add_reader(self.fd, self.drain, 0, ffi.new("hms_completion_t[64]"), 64)
+        loop.add_reader(self.fd, self.drain, 0, _CompBuffer(), 64)
 
     def close(self) -> None:
         self.closed = True
@@ -648,7 +664,7 @@ class _Scratch(threading.local):
 class Client:
     """A connection to one service. Thread-safe: share one client between threads."""
 
-    def __init__(self, node: Node, ptr) -> None:
+    def __init__(self, node: Node, ptr, spin_ns: int = -1) -> None:
         self._node = node
         self._ptr = ptr
         self._scratch = _Scratch()
@@ -666,6 +682,7 @@ class Client:
         self.max_message = lib.hms_client_max_message(ptr)
         self._async: Optional[_AsyncState] = None
         self._async_lock = threading.Lock()
+        self._spin_ns = 50_000 if spin_ns < 0 else spin_ns
 
     # -- helpers shared by the call patterns
     def _prepare(self, function: str, payload: Any, codec: Optional[str]):
@@ -757,10 +774,14 @@ class Client:
         except BaseException:
             a.forget(token)
             raise
+        # Harvest and arm the eventfd (the server rings it only for a client that said it waits).
+        # When the loop has nothing else to run, spin for the reply first: a reply microseconds away
+        # then costs no wake-up. With other tasks ready, only look, so they are not held up.
+        ready = getattr(loop, "_ready", None)
+        a.drain(self._spin_ns if ready is not None and len(ready) == 0 else 0, a.loop_comp, 64)
         timer = None
         if timeout is not None:  # the deadline fires in C when someone polls: make sure someone does
-            comp = ffi.new("hms_completion_t[8]")
-            timer = loop.call_later(timeout + 0.001, a.drain, 0, comp, 8)
+            timer = loop.call_later(timeout + 0.001, a.drain, 0, _CompBuffer(8), 8)
         try:
             return await fut
         except asyncio.CancelledError:

@@ -42,6 +42,29 @@ def echo_service(node, name="py.echo", version="1.0.0"):
     def big(n):
         return b"z" * n
 
+    state = {"count": 0, "cancels": 0}
+
+    @svc.function()
+    def count(_, ctx):
+        if ctx.oneway:
+            state["count"] += 1
+            return None
+        return state["count"]
+
+    @svc.function()
+    def wait_cancel(seconds, ctx):
+        end = time.monotonic() + (seconds or 3)
+        while time.monotonic() < end:
+            if ctx.cancelled:
+                state["cancels"] += 1
+                raise hms.Cancelled("saw the cancellation")
+            time.sleep(0.005)
+        return "not cancelled"
+
+    @svc.function()
+    def cancels(_):
+        return state["cancels"]
+
     return svc
 
 

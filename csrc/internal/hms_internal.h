@@ -94,6 +94,7 @@ _Static_assert(sizeof(hms__frame_hdr_t) == HMS_FRAME_HEADER_BYTES, "frame header
 typedef struct {
   _Alignas(HMS__CACHELINE) _Atomic uint64_t head; /* producer: bytes ever published */
   _Atomic uint32_t data_seq;                      /* producer bumps; consumer futex-waits on it */
+  _Atomic uint32_t cancels;                       /* request rings: CANCEL frames ever published */
   _Alignas(HMS__CACHELINE) _Atomic uint64_t tail; /* consumer: bytes ever consumed */
   _Atomic uint32_t space_seq;                     /* consumer bumps; producer futex-waits on it */
   _Alignas(HMS__CACHELINE) _Atomic uint32_t consumer_sleeping; /* consumer sets before it sleeps */
@@ -279,5 +280,108 @@ size_t hms__strlcpy(char *dst, const char *src, size_t cap);
 extern __thread uint8_t hms__tls_trace_id[16];
 extern __thread uint8_t hms__tls_span_id[8];
 extern __thread uint8_t hms__tls_trace_flags;
+
+/* ================================================================ topics (topic.c) — publish/subscribe
+ * Shared-memory layouts of a topic's broadcast ring and of the per-subscriber page, the handshake
+ * messages, and the registry helpers topic.c uses. A publisher writes its ring; subscribers map it
+ * read-only (F_SEAL_FUTURE_WRITE) and treat every word of it as hostile input. */
+#define HMS__TOPIC_MAGIC 0x3143504f54534d48ull         /* "HMSTOPC1" */
+#define HMS__TOPIC_HELLO_MAGIC 0x314c4854534d4854ull   /* subscriber -> publisher */
+#define HMS__TOPIC_WELCOME_MAGIC 0x31575454534d4854ull /* publisher -> subscriber */
+#define HMS__SUBPAGE_MAGIC 0x3147505553534d48ull       /* per-subscriber page */
+#define HMS__TOPIC_LAYOUT 1
+#define HMS__TOPIC_PROTO 1
+#define HMS__TOPIC_HEADER_BYTES 4096
+#define HMS__TOPIC_CTL_OFFSET 1024
+#define HMS__TOPIC_ENTRY_BYTES 64
+#define HMS__SUBPAGE_BYTES 4096
+
+/* Ring memfd: [header page][index: slots x 64-byte entries][data: data_bytes]. The header at offset 0
+ * is written once before the memfd is handed out. */
+typedef struct {
+  uint64_t magic;         /* HMS__TOPIC_MAGIC */
+  uint32_t layout;        /* HMS__TOPIC_LAYOUT */
+  uint32_t header_bytes;  /* HMS__TOPIC_HEADER_BYTES */
+  uint32_t slots;         /* index entries, power of two */
+  uint32_t flags;         /* HMS_PUBLISHER_* */
+  uint64_t data_bytes;    /* power of two */
+  uint64_t index_offset;  /* == header_bytes */
+  uint64_t data_offset;   /* == index_offset + slots * 64 */
+  uint64_t total_bytes;   /* == data_offset + data_bytes == memfd size */
+  uint64_t max_payload;   /* <= data_bytes / 4 */
+  int64_t created_ns;     /* CLOCK_MONOTONIC */
+  uint64_t publisher_id;  /* random */
+  int32_t pid;
+  uint32_t reserved;
+  char topic[HMS_NAME_MAX + 1];
+} hms__topic_hdr_t;
+
+/* Publisher-written counters at HMS__TOPIC_CTL_OFFSET. Message s (from 1) is intact while
+ * tail_seq <= s <= head_seq. The publisher raises tail_seq *before* it overwrites anything, so a
+ * reader that copied message s and then still sees tail_seq <= s got it whole (a seqlock). */
+typedef struct {
+  _Alignas(HMS__CACHELINE) _Atomic uint64_t head_seq; /* last published, 0 = none */
+  _Atomic uint64_t tail_seq;                          /* oldest intact, head_seq + 1 when none */
+  _Atomic uint64_t data_tail;                         /* informational: oldest intact data byte */
+  _Atomic uint32_t closed;                            /* the publisher closed the ring */
+} hms__topic_ctl_t;
+
+/* One index entry (its own cache line). `seq` is stored last (release). */
+typedef struct {
+  _Atomic uint64_t seq;
+  uint64_t data_pos;   /* byte counter of the payload start; offset = data_pos & (data_bytes - 1) */
+  uint32_t len;
+  uint32_t content_type;
+  uint32_t flags;      /* HMS_MSG_* */
+  uint32_t reserved;
+  int64_t publish_ns;  /* CLOCK_MONOTONIC */
+  uint8_t pad[HMS__TOPIC_ENTRY_BYTES - 40];
+} hms__topic_entry_t;
+_Static_assert(sizeof(hms__topic_entry_t) == HMS__TOPIC_ENTRY_BYTES, "topic index entry is 64 bytes");
+
+/* Per-subscriber page (a sealed memfd the publisher creates; both map it read-write). Each side only
+ * trusts what it writes itself: the publisher reads `cursor` as a hint it clamps; the subscriber reads
+ * nothing back from the page (it only writes its cursor and sleep flag and wakes the publisher). */
+typedef struct {
+  uint64_t magic;        /* HMS__SUBPAGE_MAGIC */
+  uint32_t layout;       /* HMS__TOPIC_LAYOUT */
+  uint32_t slot;
+  _Alignas(HMS__CACHELINE) _Atomic uint64_t cursor;       /* subscriber: next seq it will read */
+  _Alignas(HMS__CACHELINE) _Atomic uint32_t sub_sleeping; /* subscriber sets before sleeping; a
+                                                           * publisher that clears it rings the bell */
+  _Alignas(HMS__CACHELINE) _Atomic uint32_t pub_waiting;  /* publisher (blocking mode) waits on us */
+  _Atomic uint32_t pub_wake;                              /* futex word the publisher sleeps on */
+} hms__subpage_t;
+_Static_assert(sizeof(hms__subpage_t) <= HMS__SUBPAGE_BYTES, "subscriber page fits a page");
+
+typedef struct {
+  uint64_t magic; /* HMS__TOPIC_HELLO_MAGIC */
+  uint32_t abi;
+  uint32_t proto;
+  char topic[HMS_NAME_MAX + 1];
+  char node[HMS_NAME_MAX + 1];
+} hms__topic_hello_t;
+
+/* Carries [ring memfd (read-only), subscriber page memfd, bell eventfd] when status == OK. */
+typedef struct {
+  uint64_t magic; /* HMS__TOPIC_WELCOME_MAGIC */
+  uint32_t abi;
+  uint32_t proto;
+  int32_t status;
+  uint32_t slot;
+  char message[256];
+  uint64_t ring_bytes;
+  uint64_t subpage_bytes;
+} hms__topic_welcome_t;
+
+/* Topic-name and pattern checks (topic.c). */
+bool hms__topic_pattern_valid(const char *s, bool *exact);
+
+/* Registry helpers for topic.c (registry.c, "topics" block at its end). */
+int hms__registry_lock(const char *dir);  /* flock()ed directory lock, -1 on error */
+void hms__registry_unlock(int fd);
+bool hms__registry_alive(pid_t pid, uint64_t starttime);
+bool hms__registry_listening(const char *sock_path);
+/* ================================================================ end of topics */
 
 #endif

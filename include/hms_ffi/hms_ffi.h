@@ -344,8 +344,9 @@ HMS_API hms_status_t hms_call_submit(hms_client_t *client, uint32_t fn_id, const
                                      hms_error_t *err);
 
 /// Harvests up to `max` completions of queued (callback-less) asynchronous calls; waits up to
-/// `timeout_ns` for the first one (0 = do not wait, < 0 = no limit). Also drives callbacks and
-/// deadlines. Sets *count (possibly 0).
+/// `timeout_ns` for the first one (0 = do not wait, < 0 = no limit), spinning for the client's spin
+/// budget before sleeping. Also drives callbacks and deadlines. Sets *count (possibly 0). Returning 0
+/// completions arms hms_client_event_fd(): it becomes readable when a reply arrives.
 /// Returns: HMS_OK; HMS_UNAVAILABLE/HMS_DATA_LOSS once the connection is dead and nothing is left to
 /// harvest (pending calls complete with that status first).
 HMS_API hms_status_t hms_client_poll(hms_client_t *client, hms_completion_t *out, size_t max, size_t *count,
