@@ -27,7 +27,19 @@ __thread uint8_t hms__tls_trace_flags;
 enum { HMS__SLOT_FREE = 0, HMS__SLOT_WAITING = 1, HMS__SLOT_DONE = 2 };
 /* Who collects a slot's result: a thread blocked in hms_call/hms_call_batch, hms_client_poll, or a
  * callback run by whichever thread reads the reply. */
-enum { HMS__MODE_SYNC = 0, HMS__MODE_QUEUE = 1, HMS__MODE_CALLBACK = 2 };
+enum { HMS__MODE_SYNC = 0, HMS__MODE_QUEUE = 1, HMS__MODE_CALLBACK = 2, HMS__MODE_STREAM = 3 };
+
+/* A stream item or the stream's final result, queued when another thread read it for us. */
+typedef struct hms__item_s {
+  struct hms__item_s *next;
+  int32_t status;
+  int32_t origin;
+  uint32_t ct;
+  bool more;
+  uint8_t *data;
+  size_t len;
+  char msg[256];
+} hms__item_t;
 #define HMS__NO_SLOT UINT32_MAX
 
 typedef struct {
@@ -44,6 +56,7 @@ typedef struct {
   uint8_t *data;
   size_t len;
   char msg[256];
+  hms__item_t *qhead, *qtail; /* STREAM mode: frames read by other threads, in order */
 } hms__slot_t;
 
 struct hms_client_s {
@@ -445,6 +458,7 @@ typedef struct {
   hms_status_t status;
   int32_t origin;
   uint32_t ct;
+  bool more; /* a stream item: more frames follow for this call */
   uint8_t *data;
   size_t len;
   char msg[256];
@@ -460,6 +474,7 @@ static void hms__result_error(hms__result_t *r, hms_status_t code, int32_t origi
 /* Decodes a validated response frame into a private result (copying out of shared memory). */
 static bool hms__decode_response(const hms__frame_hdr_t *h, const uint8_t *payload, hms__result_t *r) {
   memset(r, 0, sizeof *r);
+  r->more = h->status == HMS_OK && (h->flags & HMS__FRAME_F_ITEM);
   r->status = h->status;
   r->origin = HMS_ORIGIN_REMOTE;
   if (h->status < 0 || h->status > HMS_UNAUTHENTICATED) r->status = HMS_UNKNOWN;
@@ -510,6 +525,13 @@ static void hms__slot_free_locked(hms_client_t *c, uint32_t idx) {
   hms__slot_t *s = &c->slots[idx];
   free(s->data);
   s->data = NULL;
+  while (s->qhead) {
+    hms__item_t *it = s->qhead;
+    s->qhead = it->next;
+    free(it->data);
+    free(it);
+  }
+  s->qtail = NULL;
   s->state = HMS__SLOT_FREE;
   s->id = 0;
   c->free_stack[c->free_top++] = idx;
@@ -520,6 +542,25 @@ static void hms__slot_free_locked(hms_client_t *c, uint32_t idx) {
 static bool hms__complete_locked(hms_client_t *c, uint32_t idx, hms__result_t *r, hms__pending_cb_t *pcb,
                                  bool *signal) {
   hms__slot_t *s = &c->slots[idx];
+  if (s->mode == HMS__MODE_STREAM) {
+    hms__item_t *it = calloc(1, sizeof *it);
+    if (!it) return false; /* the item is lost; the consumer sees the stream end at its deadline */
+    it->status = r->status;
+    it->origin = r->origin;
+    it->ct = r->ct;
+    it->more = r->more;
+    it->data = r->data;
+    it->len = r->len;
+    memcpy(it->msg, r->msg, sizeof it->msg);
+    r->data = NULL;
+    if (s->qtail)
+      s->qtail->next = it;
+    else
+      s->qhead = it;
+    s->qtail = it;
+    if (!it->more) s->state = HMS__SLOT_DONE; /* the final frame: nothing more will come */
+    return false;
+  }
   if (s->mode == HMS__MODE_CALLBACK) {
     pcb->cb = s->cb;
     hms__completion_from(&pcb->comp, s->id, s->user_data, r);
@@ -579,7 +620,7 @@ static void hms__sweep(hms_client_t *c, int64_t now) {
     for (uint32_t i = 0; i < HMS__SLOTS && ncb < 16; i++) {
       hms__slot_t *s = &c->slots[i];
       if (s->state != HMS__SLOT_WAITING) continue;
-      if (s->mode == HMS__MODE_SYNC) continue; /* sync waiters time themselves out */
+      if (s->mode == HMS__MODE_SYNC || s->mode == HMS__MODE_STREAM) continue; /* they time themselves out */
       hms__result_t r;
       if (dead) {
         hms__result_error(&r, c->dead_code, HMS_ORIGIN_LOCAL, c->dead_msg);
@@ -603,10 +644,14 @@ static void hms__sweep(hms_client_t *c, int64_t now) {
 
 enum { HMS__WAIT_GOT = 0, HMS__WAIT_TIMEOUT = 1, HMS__WAIT_DEAD = 2, HMS__WAIT_EMPTY = 3 };
 
+/* After consuming replies: wake a server that waits for room, whether it sleeps in epoll (between
+ * calls) or on the ring's futex (a stream handler producing faster than we consume). */
 static void hms__consumed_reply(hms_client_t *c) {
   atomic_thread_fence(memory_order_seq_cst);
   if (atomic_load_explicit(&c->resp.ctl->producer_waiting, memory_order_relaxed)) {
     atomic_store(&c->resp.ctl->producer_waiting, 0);
+    atomic_fetch_add_explicit(&c->resp.ctl->space_seq, 1, memory_order_release);
+    hms__futex_wake(&c->resp.ctl->space_seq, INT_MAX, 1);
     uint64_t one = 1;
     ssize_t wr = write(c->bell, &one, sizeof one);
     (void)wr;
@@ -723,7 +768,8 @@ static uint32_t hms__slot_take(hms_client_t *c, int mode, int64_t deadline, hms_
   s->deadline = deadline;
   s->cb = cb;
   s->user_data = ud;
-  if (mode != HMS__MODE_SYNC) {
+  s->qhead = s->qtail = NULL;
+  if (mode == HMS__MODE_QUEUE || mode == HMS__MODE_CALLBACK) {
     c->async_pending++;
     if (deadline < c->next_deadline) c->next_deadline = deadline;
   }
@@ -734,7 +780,9 @@ static uint32_t hms__slot_take(hms_client_t *c, int mode, int64_t deadline, hms_
 
 static void hms__slot_release(hms_client_t *c, uint32_t idx) {
   pthread_mutex_lock(&c->slots_lock);
-  if (c->slots[idx].mode != HMS__MODE_SYNC && c->slots[idx].state == HMS__SLOT_WAITING) c->async_pending--;
+  int mode = c->slots[idx].mode;
+  if ((mode == HMS__MODE_QUEUE || mode == HMS__MODE_CALLBACK) && c->slots[idx].state == HMS__SLOT_WAITING)
+    c->async_pending--;
   hms__slot_free_locked(c, idx);
   pthread_mutex_unlock(&c->slots_lock);
 }
@@ -1166,4 +1214,189 @@ HMS_API hms_status_t hms_call_batch_packed(hms_client_t *client, uint32_t fn_id,
   hms_status_t st = hms_call_batch(client, items, count, flags, out, timeout_ns, err);
   free(items);
   return st;
+}
+
+/* ------------------------------------------------------------------ server streams (consumer side) */
+struct hms_stream_s {
+  hms_client_t *client;
+  uint32_t idx;
+  uint64_t id;
+  int64_t deadline;
+  bool ended;        /* the final frame was seen */
+  hms_status_t final;
+  bool cancelled;
+};
+
+HMS_API hms_status_t hms_stream_open(hms_client_t *client, uint32_t fn_id, const char *data, size_t len,
+                                     uint32_t content_type, int64_t timeout_ns, hms_stream_t **out,
+                                     hms_error_t *err) {
+  if (out) *out = NULL;
+  if (!client || !out) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "client and out must not be NULL");
+  hms_client_t *c = client;
+  hms_status_t st = hms__check_request(c, data, len, err);
+  if (st) return st;
+  hms_stream_t *s = calloc(1, sizeof *s);
+  if (!s) return hms__fail(err, HMS_RESOURCE_EXHAUSTED, ENOMEM, "out of memory");
+  s->client = c;
+  s->deadline = hms__deadline_from_timeout(timeout_ns);
+  s->idx = hms__slot_take(c, HMS__MODE_STREAM, s->deadline, NULL, NULL, &s->id);
+  if (s->idx == HMS__NO_SLOT) {
+    free(s);
+    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0, "more than %d calls in flight on one client", HMS__SLOTS);
+  }
+  pthread_mutex_lock(&c->send_lock);
+  st = hms__send_frame(c, HMS__FRAME_REQUEST, HMS__FRAME_F_STREAM, fn_id, content_type, s->id, s->deadline, data,
+                       len, err);
+  if (st == HMS_OK) hms__ring_server(c);
+  pthread_mutex_unlock(&c->send_lock);
+  if (st) {
+    hms__slot_release(c, s->idx);
+    free(s);
+    return st;
+  }
+  *out = s;
+  hms__ok(err);
+  return HMS_OK;
+}
+
+static hms_status_t hms__stream_deliver(hms_stream_t *s, hms__result_t *r, hms_payload_t *item, int *end,
+                                        hms_error_t *err) {
+  if (r->more) {
+    hms__payload_set(item, r->data, r->len, r->ct);
+    r->data = NULL;
+    hms__ok(err);
+    return HMS_OK;
+  }
+  s->ended = true;
+  s->final = r->status;
+  if (r->status == HMS_OK) {
+    free(r->data);
+    r->data = NULL;
+    *end = 1;
+    hms__ok(err);
+    return HMS_OK;
+  }
+  return hms__finish(r, item, err);
+}
+
+HMS_API hms_status_t hms_stream_next(hms_stream_t *stream, hms_payload_t *item, int *end, int64_t timeout_ns,
+                                     hms_error_t *err) {
+  if (item) hms__payload_set(item, NULL, 0, HMS_CT_NONE);
+  if (end) *end = 0;
+  if (!stream || !item || !end) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "stream, item and end must not be NULL");
+  hms_stream_t *s = stream;
+  hms_client_t *c = s->client;
+  if (s->ended) {
+    if (s->final == HMS_OK) {
+      *end = 1;
+      hms__ok(err);
+      return HMS_OK;
+    }
+    return hms__fail(err, s->final, 0, "the stream already ended with %s", hms_status_str(s->final));
+  }
+  if (s->deadline != INT64_MAX && hms__now_ns() >= s->deadline) {
+    /* The stream's deadline holds even while items keep coming. */
+    hms_stream_cancel(s);
+    s->final = HMS_DEADLINE_EXCEEDED;
+    return hms__fail(err, HMS_DEADLINE_EXCEEDED, 0, "stream %llu of %s@%s passed its deadline",
+                     (unsigned long long)s->id, c->service, c->version);
+  }
+  int64_t deadline = hms__deadline_from_timeout(timeout_ns);
+  bool whole = deadline >= s->deadline;
+  if (whole) deadline = s->deadline;
+  for (;;) {
+    uint32_t g = atomic_load_explicit(&c->gen, memory_order_acquire);
+    pthread_mutex_lock(&c->slots_lock);
+    hms__slot_t *sl = &c->slots[s->idx];
+    hms__item_t *it = sl->qhead;
+    if (it) {
+      sl->qhead = it->next;
+      if (!sl->qhead) sl->qtail = NULL;
+    }
+    pthread_mutex_unlock(&c->slots_lock);
+    if (it) {
+      hms__result_t r = {.status = it->status, .origin = it->origin, .ct = it->ct, .more = it->more,
+                         .data = it->data, .len = it->len};
+      memcpy(r.msg, it->msg, sizeof r.msg);
+      free(it);
+      return hms__stream_deliver(s, &r, item, end, err);
+    }
+    if (pthread_mutex_trylock(&c->recv_lock) == 0) {
+      /* Only the reader queues items, so with recv_lock held the queue cannot grow: re-check it, or
+       * an item read directly could overtake one queued just before. */
+      pthread_mutex_lock(&c->slots_lock);
+      bool early = c->slots[s->idx].qhead != NULL;
+      pthread_mutex_unlock(&c->slots_lock);
+      if (early) {
+        pthread_mutex_unlock(&c->recv_lock);
+        continue;
+      }
+      hms__result_t r;
+      int w = hms__read_until(c, s->id, &r, deadline);
+      pthread_mutex_unlock(&c->recv_lock);
+      atomic_fetch_add(&c->gen, 1);
+      if (atomic_load(&c->followers)) hms__futex_wake(&c->gen, INT_MAX, 0);
+      if (w == HMS__WAIT_GOT) return hms__stream_deliver(s, &r, item, end, err);
+      if (w == HMS__WAIT_DEAD) {
+        s->ended = true;
+        s->final = c->dead_code;
+        return hms__client_dead_error(c, err);
+      }
+      pthread_mutex_lock(&c->slots_lock);
+      bool queued = c->slots[s->idx].qhead != NULL;
+      pthread_mutex_unlock(&c->slots_lock);
+      if (queued) continue;
+    } else {
+      if (atomic_load_explicit(&c->dead, memory_order_acquire)) {
+        s->ended = true;
+        s->final = c->dead_code;
+        return hms__client_dead_error(c, err);
+      }
+      int64_t now = hms__now_ns();
+      if (now < deadline) {
+        atomic_fetch_add(&c->followers, 1);
+        int64_t left = deadline - now;
+        hms__futex_wait(&c->gen, g, left < HMS__SLICE_NS ? left : HMS__SLICE_NS, 0);
+        atomic_fetch_sub(&c->followers, 1);
+        continue;
+      }
+    }
+    if (hms__now_ns() < deadline) continue;
+    if (whole) { /* the stream's own deadline: it is over */
+      s->ended = true;
+      s->final = HMS_DEADLINE_EXCEEDED;
+      hms_stream_cancel(s);
+      return hms__fail(err, HMS_DEADLINE_EXCEEDED, 0, "stream %llu of %s@%s passed its deadline",
+                       (unsigned long long)s->id, c->service, c->version);
+    }
+    return hms__fail(err, HMS_DEADLINE_EXCEEDED, 0, "no stream item within the timeout (the stream goes on)");
+  }
+}
+
+HMS_API void hms_stream_cancel(hms_stream_t *stream) {
+  if (!stream || stream->cancelled) return;
+  hms_client_t *c = stream->client;
+  stream->cancelled = true;
+  if (!stream->ended) {
+    stream->ended = true;
+    stream->final = HMS_CANCELLED;
+  }
+  if (atomic_load(&c->dead)) return;
+  hms_error_t e2;
+  pthread_mutex_lock(&c->send_lock);
+  if (hms__send_frame(c, HMS__FRAME_CANCEL, 0, 0, HMS_CT_NONE, stream->id, hms__now_ns() + 100000000LL, NULL, 0,
+                      &e2) == HMS_OK) {
+    atomic_fetch_add_explicit(&c->req.ctl->cancels, 1, memory_order_release);
+    hms__ring_server(c);
+  }
+  pthread_mutex_unlock(&c->send_lock);
+}
+
+HMS_API void hms_stream_close(hms_stream_t *stream) {
+  if (!stream) return;
+  bool was_ended = stream->ended && !stream->cancelled;
+  if (!was_ended) hms_stream_cancel(stream);
+  /* Later frames of this stream find no waiting slot and are dropped by whoever reads them. */
+  hms__slot_release(stream->client, stream->idx);
+  free(stream);
 }

@@ -454,15 +454,13 @@ static inline void hms__wake_client(hms__conn_t *c) {
   }
 }
 
-static bool hms__write_response(hms__conn_t *c, const hms__frame_hdr_t *req, int32_t status, uint32_t ct,
-                                const void *a, size_t alen, const void *b, size_t blen) {
-  uint8_t *f;
-  char why[160];
-  if (hms__ring_reserve(&c->resp, alen + blen, &f, why, sizeof why) != HMS__RING_OK) return false;
+static void hms__fill_response(hms__conn_t *c, uint8_t *f, const hms__frame_hdr_t *req, int32_t status,
+                               uint16_t flags, uint32_t ct, const void *a, size_t alen, const void *b, size_t blen) {
   hms__frame_hdr_t h;
   memset(&h, 0, sizeof h);
   h.len = (uint32_t)hms__frame_bytes(alen + blen);
   h.kind = HMS__FRAME_RESPONSE;
+  h.flags = flags;
   h.fn_id = req->fn_id;
   h.content_type = ct;
   h.call_id = req->call_id;
@@ -473,7 +471,75 @@ static bool hms__write_response(hms__conn_t *c, const hms__frame_hdr_t *req, int
   if (blen) memcpy(f + sizeof h + alen, b, blen);
   hms__ring_publish(&c->resp, h.len);
   hms__wake_client(c);
+}
+
+static bool hms__write_response(hms__conn_t *c, const hms__frame_hdr_t *req, int32_t status, uint32_t ct,
+                                const void *a, size_t alen, const void *b, size_t blen) {
+  uint8_t *f;
+  char why[160];
+  if (hms__ring_reserve(&c->resp, alen + blen, &f, why, sizeof why) != HMS__RING_OK) return false;
+  hms__fill_response(c, f, req, status, 0, ct, a, alen, b, blen);
   return true;
+}
+
+HMS_API int hms_call_is_cancelled(hms_call_t *call);
+static bool hms__cancel_requested(hms_call_t *call);
+
+/* Writes a response frame of a stream, waiting while the client's ring is full (flow control).
+ * Returns HMS_OK, or HMS_CANCELLED when the caller cancelled, died, or its deadline passed. */
+static hms_status_t hms__write_response_wait(hms_call_t *call, int32_t status, uint16_t flags, uint32_t ct,
+                                             const void *a, size_t alen, const void *b, size_t blen) {
+  hms__conn_t *c = call->conn;
+  for (;;) {
+    if (c->dead) return HMS_CANCELLED;
+    uint8_t *f;
+    char why[160];
+    int rc = hms__ring_reserve(&c->resp, alen + blen, &f, why, sizeof why);
+    if (rc == HMS__RING_OK) {
+      hms__fill_response(c, f, &call->hdr, status, flags, ct, a, alen, b, blen);
+      return HMS_OK;
+    }
+    if (rc == HMS__RING_CORRUPT) {
+      c->dead = true;
+      return HMS_CANCELLED;
+    }
+    if (call->hdr.deadline_ns && hms__now_ns() >= call->hdr.deadline_ns) return HMS_CANCELLED;
+    uint32_t seq = atomic_load_explicit(&c->resp.ctl->space_seq, memory_order_acquire);
+    atomic_store(&c->resp.ctl->producer_waiting, 1);
+    atomic_thread_fence(memory_order_seq_cst);
+    uint64_t fb;
+    if (hms__ring_free(&c->resp, &fb, why, sizeof why) != HMS__RING_OK) {
+      c->dead = true;
+      return HMS_CANCELLED;
+    }
+    if (fb >= hms__frame_bytes(alen + blen) * 2) continue;
+    if (hms_call_is_cancelled(call)) return HMS_CANCELLED;
+    hms__futex_wait(&c->resp.ctl->space_seq, seq, 10000000LL, 1);
+  }
+}
+
+HMS_API hms_status_t hms_call_send(hms_call_t *call, const char *data, size_t len, uint32_t content_type,
+                                   hms_error_t *err) {
+  if (!call) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "call is NULL");
+  if (!(call->hdr.flags & HMS__FRAME_F_STREAM))
+    return hms__fail(err, HMS_FAILED_PRECONDITION, 0,
+                     "call %llu is not a stream; the caller must open it as one (hms_stream_open / client.stream)",
+                     (unsigned long long)call->hdr.call_id);
+  if (len && !data) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "data is NULL but len is %zu", len);
+  uint64_t max = call->conn->resp.max_frame - HMS_FRAME_HEADER_BYTES;
+  if (len > max)
+    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0,
+                     "stream item of %zu bytes exceeds the connection's max message of %llu bytes; split it", len,
+                     (unsigned long long)max);
+  if (hms__cancel_requested(call) || (call->hdr.deadline_ns && hms__now_ns() >= call->hdr.deadline_ns) ||
+      hms__write_response_wait(call, HMS_OK, HMS__FRAME_F_ITEM, content_type, data, len, NULL, 0) != HMS_OK)
+    return hms__fail(err, HMS_CANCELLED, 0, "the caller cancelled the stream or went away; stop producing");
+  hms__ok(err);
+  return HMS_OK;
+}
+
+HMS_API int hms_call_is_stream(const hms_call_t *call) {
+  return call && (call->hdr.flags & HMS__FRAME_F_STREAM) ? 1 : 0;
 }
 
 /* Error replies carry: u32 message length, message, details bytes (content type in the header). */
@@ -514,6 +580,7 @@ HMS_API hms_status_t hms_call_reply(hms_call_t *call, const char *data, size_t l
     hms__ok(err);
     return HMS_OK;
   }
+  if (call->hdr.flags & HMS__FRAME_F_STREAM) return hms_call_send(call, data, len, content_type, err);
   if (!hms__write_response(call->conn, &call->hdr, HMS_OK, content_type, data, len, NULL,
                            0))
     return hms__fail(err, HMS_INTERNAL, 0, "response ring unexpectedly full");
@@ -551,13 +618,22 @@ static bool hms__is_cancel_for(const hms__frame_hdr_t *h, void *arg) {
   return h->kind == HMS__FRAME_CANCEL && h->call_id == *(const uint64_t *)arg;
 }
 
+/* Cheap check (one shared load unless the client sent cancels we have not consumed yet). */
+static bool hms__cancel_requested(hms_call_t *call) {
+  hms__conn_t *c = call->conn;
+  uint64_t id = call->hdr.call_id;
+  if (!id) return false;
+  if (hms__conn_cancelled(c, id)) return true;
+  if (atomic_load_explicit(&c->req.ctl->cancels, memory_order_acquire) == c->ncancelled) return false;
+  /* The cancel, if any, sits behind this call in the request ring: look without consuming. */
+  return hms__ring_scan_ahead(&c->req, &call->hdr, hms__is_cancel_for, &id, 4096);
+}
+
 HMS_API int hms_call_is_cancelled(hms_call_t *call) {
   if (!call) return 0;
   hms__conn_t *c = call->conn;
-  uint64_t id = call->hdr.call_id;
-  if (id && hms__conn_cancelled(c, id)) return 1;
-  /* The cancel, if any, sits behind this call in the request ring: look without consuming. */
-  if (id && hms__ring_scan_ahead(&c->req, &call->hdr, hms__is_cancel_for, &id, 1024)) return 1;
+  if (hms__cancel_requested(call)) return 1;
+  if (call->hdr.deadline_ns && hms__now_ns() >= call->hdr.deadline_ns) return 1;
   /* A caller that died has given up too. */
   struct pollfd p = {.fd = c->sock, .events = POLLRDHUP};
   if (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR))) return 1;
@@ -612,11 +688,43 @@ static void hms__dispatch(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uin
   call.conn = c;
   call.fn = svc->fns[hdr->fn_id - 1];
   call.hdr = *hdr;
+  bool stream = (hdr->flags & HMS__FRAME_F_STREAM) != 0;
+  if ((call.fn->flags & HMS_FN_STREAM) && !stream && !(hdr->flags & HMS__FRAME_F_ONEWAY)) {
+    snprintf(msg, sizeof msg, "%s.%s is a streaming function: open it as a stream (hms_stream_open, client.stream)",
+             svc->name, call.fn->name);
+    hms__write_error(c, hdr, HMS_FAILED_PRECONDITION, msg, NULL, 0, 0);
+    return;
+  }
   hms_payload_t req = {.data = payload,
                        .len = hdr->payload_len,
                        .content_type = hdr->content_type};
   hms_status_t rc = call.fn->fn(&call, &req, call.fn->user_data);
   if (hdr->flags & HMS__FRAME_F_ONEWAY) call.replied = true; /* errors of one-way calls go nowhere */
+  if (stream) {
+    /* End of stream: a final frame with the handler's status (waiting for room, like the items). */
+    hms_status_t code = call.err_code ? call.err_code : rc;
+    if (code == HMS_OK) {
+      hms__write_response_wait(&call, HMS_OK, 0, HMS_CT_NONE, NULL, 0, NULL, 0);
+    } else {
+      if (!call.err_msg[0])
+        snprintf(call.err_msg, sizeof call.err_msg, "handler %s.%s returned %s", svc->name, call.fn->name,
+                 hms_status_str(code));
+      size_t mlen = strlen(call.err_msg);
+      uint32_t m32 = (uint32_t)mlen;
+      uint64_t room = c->resp.max_frame - HMS_FRAME_HEADER_BYTES - 4 - mlen;
+      size_t dlen = call.err_details_len <= room ? call.err_details_len : 0;
+      uint8_t *buf = malloc(4 + mlen + dlen);
+      if (buf) {
+        memcpy(buf, &m32, 4);
+        memcpy(buf + 4, call.err_msg, mlen);
+        if (dlen) memcpy(buf + 4 + mlen, call.err_details, dlen);
+        hms__write_response_wait(&call, code, 0, dlen ? call.err_details_ct : HMS_CT_NONE, buf, 4 + mlen + dlen,
+                                 NULL, 0);
+        free(buf);
+      }
+    }
+    call.replied = true;
+  }
   if (!call.replied) {
     hms_status_t code = call.err_code ? call.err_code : rc;
     if (code == HMS_OK) {

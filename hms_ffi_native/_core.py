@@ -158,7 +158,7 @@ class CallContext:
 
 
 class _Function:
-    __slots__ = ("name", "fn", "codec", "wants_ctx", "handle", "service")
+    __slots__ = ("name", "fn", "codec", "wants_ctx", "handle", "service", "stream")
 
     def __init__(self, service: "Service", name: str, fn: Callable, codec: Optional[str]) -> None:
         self.service = service
@@ -166,6 +166,7 @@ class _Function:
         self.fn = fn
         self.codec = codec
         self.wants_ctx = _wants_context(fn)
+        self.stream = inspect.isgeneratorfunction(fn)  # a generator handler serves a stream
         self.handle = ffi.new_handle(self)
 
 
@@ -205,6 +206,8 @@ def _hms_py_handler(call, req, user_data):
         ct = req.content_type
         arg = data if ct == CT_RAW else decode(ct, data)
         result = entry.fn(arg, CallContext(call)) if entry.wants_ctx else entry.fn(arg)
+        if entry.stream:
+            return _serve_stream(call, entry, result)
         if type(result) is bytes and entry.codec is None:
             out, out_ct = result, CT_RAW
         else:
@@ -226,6 +229,27 @@ def _hms_py_handler(call, req, user_data):
             sys.stderr.write(f"hms_ffi_native: handler {entry.service.name}.{entry.name} raised:\n")
             traceback.print_exc()
         return _set_error(call, error_for(2, f"{type(e).__name__}: {e}"))
+
+
+def _serve_stream(call, entry: _Function, gen) -> int:
+    """Sends a generator handler's items; stops it when the caller cancels or goes away."""
+    err = entry.service.node._handler_err
+    codec = entry.codec
+    send = lib.hms_call_send
+    try:
+        for item in gen:
+            if type(item) is bytes and codec is None:
+                data, ct = item, CT_RAW
+            else:
+                data, ct = encode(item, codec)
+            st = send(call, data, len(data), ct, err)
+            if st:
+                if st == lib.HMS_CANCELLED:
+                    return st  # nobody listens any more; the finally closes the generator
+                raise error_for(st, ffi.string(err.message).decode("utf-8", "replace"))
+        return 0
+    finally:
+        gen.close()
 
 
 class Service:
@@ -251,7 +275,7 @@ class Service:
             raise InvalidArgument(f"unknown codec {codec!r}; use one of {sorted(CODECS)}")
         entry = _Function(self, name, fn, codec)
         err = ffi.new("hms_error_t *")
-        flags = lib.HMS_FN_IDEMPOTENT if idempotent else 0
+        flags = (lib.HMS_FN_IDEMPOTENT if idempotent else 0) | (lib.HMS_FN_STREAM if entry.stream else 0)
         st = lib.hms_function_add(self._ptr, name.encode(), flags, lib._hms_py_handler, entry.handle, err)
         if st:
             _raise(st, err)
@@ -793,6 +817,18 @@ class Client:
             if timer is not None:
                 timer.cancel()
 
+    def stream(self, function: str, payload: Any = None, *, timeout: Optional[float] = None,
+               codec: Optional[str] = None) -> "Stream":
+        """Calls a server-streaming function (a generator handler) and returns an iterator of its items.
+        ``timeout`` bounds the whole stream. Leaving the loop early (or ``close()``) cancels it."""
+        fid, data, ct = self._prepare(function, payload, codec)
+        out = ffi.new("hms_stream_t **")
+        err = self._scratch.err
+        st = lib.hms_stream_open(self._ptr, fid, data, len(data), ct, _timeout_ns(timeout), out, err)
+        if st:
+            _raise(st, err)
+        return Stream(self, out[0], function)
+
     def batch(self, calls, *, timeout: Optional[float] = None, codec: Optional[str] = None) -> List[Any]:
         """Sends many calls with one wake-up of the server and returns their results in order. Each
         entry is the reply or, for a call that failed, the exception instance (nothing is raised for
@@ -908,6 +944,72 @@ class Client:
     def __repr__(self) -> str:
         state = "closed" if self._ptr is None else f"pid={self.server_pid}"
         return f"<Client {self.service}@{self.version} {state}>"
+
+
+class Stream:
+    """Items of a server stream, in order. Iterate it; ``next_item(timeout)`` waits with a per-item
+    limit. End of stream ends the iteration; an error mid-stream raises its exception; ``cancel()``
+    stops the producer. Use it as a context manager (or exhaust it) so it is closed."""
+
+    def __init__(self, client: Client, ptr, function: str) -> None:
+        self._client = client
+        self._ptr = ptr
+        self.function = function
+        self._item = ffi.new("hms_payload_t *")
+        self._end = ffi.new("int *")
+        self._err = ffi.new("hms_error_t *")
+
+    def __iter__(self) -> "Stream":
+        return self
+
+    def __next__(self) -> Any:
+        return self.next_item(None)
+
+    def next_item(self, timeout: Optional[float] = None) -> Any:
+        """The next item; StopIteration at the end; DeadlineExceeded when ``timeout`` passes first."""
+        ptr = self._ptr
+        if ptr is None:
+            raise StopIteration
+        if self._client._ptr is None:
+            self.close()
+            raise FailedPrecondition("the client of this stream was closed")
+        item, end, err = self._item, self._end, self._err
+        st = lib.hms_stream_next(ptr, item, end, -1 if timeout is None else _timeout_ns(timeout), err)
+        n = item.len
+        data = ffi.buffer(item.data, n)[:] if n else b""
+        ct = item.content_type
+        lib.hms_payload_release(item)
+        if st:
+            value, exc = _reply_value(st, data, ct, ffi.string(err.message), err.origin)
+            if not (st == lib.HMS_DEADLINE_EXCEEDED and timeout is not None and "goes on" in exc.message):
+                self.close()
+            raise exc
+        if end[0]:
+            self.close()
+            raise StopIteration
+        return data if ct == CT_RAW else decode(ct, data)
+
+    def cancel(self) -> None:
+        """Tells the server to stop; the iteration ends with ``Cancelled``."""
+        if self._ptr is not None:
+            lib.hms_stream_cancel(self._ptr)
+
+    def close(self) -> None:
+        ptr, self._ptr = self._ptr, None
+        if ptr is not None and self._client._ptr is not None:
+            lib.hms_stream_close(ptr)
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 _default_nodes: Dict[str, Node] = {}

@@ -65,6 +65,43 @@ def echo_service(node, name="py.echo", version="1.0.0"):
     def cancels(_):
         return state["cancels"]
 
+    @svc.function()
+    def count_to(n):
+        for i in range(n):
+            yield i
+
+    @svc.function()
+    def raw_items(n):
+        item = b"i" * 16
+        for _ in range(n):
+            yield item
+
+    @svc.function()
+    def fail_after(k):
+        for i in range(k):
+            yield i
+        raise hms.InvalidArgument(f"failed after {k}", details={"k": k})
+
+    @svc.function()
+    def endless(_, ctx):
+        i = 0
+        try:
+            while True:
+                yield i
+                i += 1
+        finally:
+            state["stream_stops"] = state.get("stream_stops", 0) + 1
+
+    @svc.function()
+    def stream_stops(_):
+        return state.get("stream_stops", 0)
+
+    @svc.function()
+    def big_items(args):
+        n, size = args
+        for i in range(n):
+            yield bytes([i % 256]) * size
+
     return svc
 
 

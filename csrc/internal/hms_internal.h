@@ -68,7 +68,12 @@ enum {
   HMS__FRAME_PAD = 3,
   HMS__FRAME_CANCEL = 4, /* client -> server: call_id was cancelled */
 };
-enum { HMS__FRAME_F_TRACE_SAMPLED = 1u << 0, HMS__FRAME_F_ONEWAY = 1u << 1 };
+enum {
+  HMS__FRAME_F_TRACE_SAMPLED = 1u << 0,
+  HMS__FRAME_F_ONEWAY = 1u << 1, /* request: send no reply */
+  HMS__FRAME_F_STREAM = 1u << 2, /* request: the caller reads a server stream */
+  HMS__FRAME_F_ITEM = 1u << 3,   /* response: a stream item; more frames follow for this call */
+};
 /* consumer_sleeping bits: how the consumer wants to be woken */
 enum { HMS__SLEEP_FUTEX = 1u << 0, HMS__SLEEP_EVENTFD = 1u << 1 };
 

@@ -193,7 +193,9 @@ HMS_API void hms_node_stop(hms_node_t *node);
 /// Function flags.
 enum {
   HMS_FN_DEFAULT = 0,
-  HMS_FN_IDEMPOTENT = 1u << 0  ///< safe to retry (informational; used by retry policies)
+  HMS_FN_IDEMPOTENT = 1u << 0, ///< safe to retry (informational; used by retry policies)
+  HMS_FN_STREAM = 1u << 1      ///< server-streaming: the handler sends items with hms_call_send();
+                               ///< callers must use hms_stream_open()
 };
 
 /// A handler. Runs on the serving thread. `req` (payload and data) is valid only during the call and
@@ -224,6 +226,18 @@ HMS_API hms_status_t hms_function_add(hms_service_t *service, const char *name, 
 /// HMS_FAILED_PRECONDITION when already replied.
 HMS_API hms_status_t hms_call_reply(hms_call_t *call, const char *data, size_t len,
                                     uint32_t content_type, hms_error_t *err);
+
+/// Sends one item of a server stream (HMS_FN_STREAM functions, or any function called through
+/// hms_stream_open()). Blocks while the caller's ring is full: a slow consumer slows the producer,
+/// nothing is dropped and nothing grows. The stream ends when the handler returns (its status, or
+/// hms_call_set_error(), is what the consumer sees after the last item).
+/// Returns: HMS_CANCELLED when the caller cancelled, went away or its deadline passed (stop
+/// producing); HMS_FAILED_PRECONDITION when the call is not a stream; HMS_RESOURCE_EXHAUSTED for an
+/// item larger than the connection's max message.
+HMS_API hms_status_t hms_call_send(hms_call_t *call, const char *data, size_t len, uint32_t content_type,
+                                   hms_error_t *err);
+/// Returns: 1 when the caller opened this call as a stream.
+HMS_API int hms_call_is_stream(const hms_call_t *call);
 
 /// Records the error the caller will receive: code, message (copied, truncated to 255 bytes) and
 /// optional details bytes of the given content type (copied). Takes effect when the handler returns.
@@ -385,6 +399,31 @@ HMS_API hms_status_t hms_call_batch(hms_client_t *client, const hms_batch_item_t
 HMS_API hms_status_t hms_call_batch_packed(hms_client_t *client, uint32_t fn_id, uint32_t content_type,
                                            const char *data, const size_t *lens, size_t count, uint32_t flags,
                                            hms_completion_t *out, int64_t timeout_ns, hms_error_t *err);
+
+/// A server stream being consumed. Ownership: the caller's, closed with hms_stream_close().
+/// Thread-safety: one thread at a time per stream; other threads may use the client meanwhile.
+typedef struct hms_stream_s hms_stream_t;
+
+/// Calls `fn_id` as a server stream: the handler's items arrive one by one through
+/// hms_stream_next(). `timeout_ns` bounds the whole stream (< 0: none).
+HMS_API hms_status_t hms_stream_open(hms_client_t *client, uint32_t fn_id, const char *data, size_t len,
+                                     uint32_t content_type, int64_t timeout_ns, hms_stream_t **out,
+                                     hms_error_t *err);
+
+/// Waits up to `timeout_ns` (< 0: until the stream's deadline) for the next item.
+/// Returns: HMS_OK with *end == 0 and `item` filled (release it), or HMS_OK with *end == 1 once the
+/// stream ended normally; otherwise the error that ended it (the handler's status, with message and
+/// details in `item`; HMS_CANCELLED after hms_stream_cancel(); HMS_DEADLINE_EXCEEDED;
+/// HMS_UNAVAILABLE when the server died). A per-call timeout that expires returns
+/// HMS_DEADLINE_EXCEEDED with *end == 0 and the stream still usable.
+HMS_API hms_status_t hms_stream_next(hms_stream_t *stream, hms_payload_t *item, int *end, int64_t timeout_ns,
+                                     hms_error_t *err);
+
+/// Asks the server to stop producing (its handler sees HMS_CANCELLED from hms_call_send()).
+HMS_API void hms_stream_cancel(hms_stream_t *stream);
+
+/// Closes a stream, cancelling it first if it has not ended. NULL is a no-op.
+HMS_API void hms_stream_close(hms_stream_t *stream);
 
 /// Sets the W3C trace context sent with calls made by the calling thread on any client
 /// (NULL trace_id clears it).
