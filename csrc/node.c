@@ -40,6 +40,7 @@ typedef struct hms__conn_s {
   int64_t handshake_deadline;
   hms__ep_tag_t sock_tag, bell_tag;
   bool dead;
+  bool blocked; /* its replies do not fit: wait for the client's doorbell, do not spin on it */
 } hms__conn_t;
 
 HMS_API void hms_node_options_init(hms_node_options_t *opts) {
@@ -766,9 +767,13 @@ static int hms__drain(hms__conn_t *c) {
       atomic_store(&c->resp.ctl->producer_waiting, 1);
       atomic_thread_fence(memory_order_seq_cst);
       if (hms__ring_free(&c->resp, &free_bytes, why, sizeof why) != HMS__RING_OK) return -1;
-      if (free_bytes < 2 * c->resp.max_frame) break;
+      if (free_bytes < 2 * c->resp.max_frame) {
+        c->blocked = true;
+        break;
+      }
       atomic_store(&c->resp.ctl->producer_waiting, 0);
     }
+    c->blocked = false;
     hms__frame_hdr_t hdr;
     const uint8_t *payload;
     int rc = hms__ring_peek(&c->req, &hdr, &payload, why, sizeof why);
@@ -805,6 +810,15 @@ static int hms__drain(hms__conn_t *c) {
     done++;
   }
   return done;
+}
+
+/* Drops dead connections and expired handshakes. */
+static void hms__reap(hms_node_t *node) {
+  int64_t now = node->nconns ? hms__now_ns() : 0;
+  for (size_t i = node->nconns; i-- > 0;) {
+    hms__conn_t *c = node->conns[i];
+    if (c->dead || (c->state == HMS__CONN_HANDSHAKE && now > c->handshake_deadline)) hms__conn_drop(node, i);
+  }
 }
 
 /* Handles epoll events; returns true when a stop was requested. Sets *interrupted on EINTR. */
@@ -851,11 +865,7 @@ static bool hms__handle_events(hms_node_t *node, int timeout_ms, bool *interrupt
     }
   }
   /* Drop dead connections and expired handshakes after the loop: tags above may point at them. */
-  int64_t now = node->nconns ? hms__now_ns() : 0;
-  for (size_t i = node->nconns; i-- > 0;) {
-    hms__conn_t *c = node->conns[i];
-    if (c->dead || (c->state == HMS__CONN_HANDSHAKE && now > c->handshake_deadline)) hms__conn_drop(node, i);
-  }
+  hms__reap(node);
   return stop;
 }
 
@@ -919,14 +929,22 @@ HMS_API hms_status_t hms_node_serve(hms_node_t *node, int64_t timeout_ns, hms_er
       if (node->conns[i]->state == HMS__CONN_ACTIVE)
         atomic_store_explicit(&node->conns[i]->req.ctl->consumer_sleeping, 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_seq_cst);
-    bool pending = false;
-    for (size_t i = 0; i < node->nconns && !pending; i++)
-      if (node->conns[i]->state == HMS__CONN_ACTIVE && hms__ring_has_data(&node->conns[i]->req)) pending = true;
-    if (!pending) stop = hms__handle_events(node, hms__epoll_timeout_ms(node, deadline), &interrupted);
+    /* A connection blocked on its reply ring is not pending: its client rings when it has read. A
+     * dead one is dropped now, not after the next event. */
+    bool pending = false, dead = false;
+    for (size_t i = 0; i < node->nconns; i++) {
+      hms__conn_t *c = node->conns[i];
+      dead |= c->dead;
+      if (c->state == HMS__CONN_ACTIVE && !c->dead && !c->blocked && hms__ring_has_data(&c->req)) pending = true;
+    }
+    if (!pending) {
+      stop = hms__handle_events(node, dead ? 0 : hms__epoll_timeout_ms(node, deadline), &interrupted);
+      last_events = hms__now_ns();
+    }
     for (size_t i = 0; i < node->nconns; i++)
       if (node->conns[i]->state == HMS__CONN_ACTIVE)
         atomic_store_explicit(&node->conns[i]->req.ctl->consumer_sleeping, 0, memory_order_relaxed);
-    last_events = last_work = hms__now_ns();
+    last_work = hms__now_ns();
   }
   if (stop || atomic_load(&node->stop_requested)) {
     uint64_t v;
