@@ -1222,22 +1222,28 @@ struct hms_stream_s {
   uint32_t idx;
   uint64_t id;
   int64_t deadline;
+  uint32_t flags;    /* HMS_STREAM_* */
   bool ended;        /* the final frame was seen */
   hms_status_t final;
-  bool cancelled;
+  _Atomic bool cancelled;
+  _Atomic bool finished; /* client side: END sent */
 };
 
 HMS_API hms_status_t hms_stream_open(hms_client_t *client, uint32_t fn_id, const char *data, size_t len,
-                                     uint32_t content_type, int64_t timeout_ns, hms_stream_t **out,
-                                     hms_error_t *err) {
+                                     uint32_t content_type, uint32_t flags, int64_t timeout_ns,
+                                     hms_stream_t **out, hms_error_t *err) {
   if (out) *out = NULL;
   if (!client || !out) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "client and out must not be NULL");
+  if (!(flags & (HMS_STREAM_SERVER | HMS_STREAM_CLIENT)) || (flags & ~(uint32_t)(HMS_STREAM_SERVER | HMS_STREAM_CLIENT)))
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0,
+                     "stream flags %#x: use HMS_STREAM_SERVER, HMS_STREAM_CLIENT or both", flags);
   hms_client_t *c = client;
   hms_status_t st = hms__check_request(c, data, len, err);
   if (st) return st;
   hms_stream_t *s = calloc(1, sizeof *s);
   if (!s) return hms__fail(err, HMS_RESOURCE_EXHAUSTED, ENOMEM, "out of memory");
   s->client = c;
+  s->flags = flags;
   s->deadline = hms__deadline_from_timeout(timeout_ns);
   s->idx = hms__slot_take(c, HMS__MODE_STREAM, s->deadline, NULL, NULL, &s->id);
   if (s->idx == HMS__NO_SLOT) {
@@ -1245,8 +1251,9 @@ HMS_API hms_status_t hms_stream_open(hms_client_t *client, uint32_t fn_id, const
     return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0, "more than %d calls in flight on one client", HMS__SLOTS);
   }
   pthread_mutex_lock(&c->send_lock);
-  st = hms__send_frame(c, HMS__FRAME_REQUEST, HMS__FRAME_F_STREAM, fn_id, content_type, s->id, s->deadline, data,
-                       len, err);
+  uint16_t fflags = (flags & HMS_STREAM_SERVER ? HMS__FRAME_F_STREAM : 0) |
+                    (flags & HMS_STREAM_CLIENT ? HMS__FRAME_F_CSTREAM : 0);
+  st = hms__send_frame(c, HMS__FRAME_REQUEST, fflags, fn_id, content_type, s->id, s->deadline, data, len, err);
   if (st == HMS_OK) hms__ring_server(c);
   pthread_mutex_unlock(&c->send_lock);
   if (st) {
@@ -1269,6 +1276,13 @@ static hms_status_t hms__stream_deliver(hms_stream_t *s, hms__result_t *r, hms_p
   }
   s->ended = true;
   s->final = r->status;
+  if (r->status == HMS_OK && (r->len || r->ct != HMS_CT_NONE)) {
+    /* The single reply of a client stream: an item now, the end on the next call. */
+    hms__payload_set(item, r->data, r->len, r->ct);
+    r->data = NULL;
+    hms__ok(err);
+    return HMS_OK;
+  }
   if (r->status == HMS_OK) {
     free(r->data);
     r->data = NULL;
@@ -1374,9 +1388,8 @@ HMS_API hms_status_t hms_stream_next(hms_stream_t *stream, hms_payload_t *item, 
 }
 
 HMS_API void hms_stream_cancel(hms_stream_t *stream) {
-  if (!stream || stream->cancelled) return;
+  if (!stream || atomic_exchange(&stream->cancelled, true)) return;
   hms_client_t *c = stream->client;
-  stream->cancelled = true;
   if (!stream->ended) {
     stream->ended = true;
     stream->final = HMS_CANCELLED;
@@ -1399,4 +1412,36 @@ HMS_API void hms_stream_close(hms_stream_t *stream) {
   /* Later frames of this stream find no waiting slot and are dropped by whoever reads them. */
   hms__slot_release(stream->client, stream->idx);
   free(stream);
+}
+
+static hms_status_t hms__stream_frame(hms_stream_t *s, uint16_t kind, const char *data, size_t len, uint32_t ct,
+                                      hms_error_t *err) {
+  hms_client_t *c = s->client;
+  if (!(s->flags & HMS_STREAM_CLIENT))
+    return hms__fail(err, HMS_FAILED_PRECONDITION, 0, "this stream was opened without HMS_STREAM_CLIENT");
+  if (atomic_load(&s->finished))
+    return hms__fail(err, HMS_FAILED_PRECONDITION, 0, "this stream was already finished (hms_stream_finish)");
+  if (atomic_load(&s->cancelled))
+    return hms__fail(err, HMS_CANCELLED, 0, "this stream was cancelled");
+  hms_status_t st = hms__check_request(c, data, len, err);
+  if (st) return st;
+  pthread_mutex_lock(&c->send_lock);
+  st = hms__send_frame(c, kind, 0, 0, ct, s->id, s->deadline, data, len, err);
+  if (st == HMS_OK) hms__ring_server(c);
+  pthread_mutex_unlock(&c->send_lock);
+  if (st == HMS_OK) hms__ok(err);
+  return st;
+}
+
+HMS_API hms_status_t hms_stream_send(hms_stream_t *stream, const char *data, size_t len, uint32_t content_type,
+                                     hms_error_t *err) {
+  if (!stream) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "stream is NULL");
+  return hms__stream_frame(stream, HMS__FRAME_DATA, data, len, content_type, err);
+}
+
+HMS_API hms_status_t hms_stream_finish(hms_stream_t *stream, hms_error_t *err) {
+  if (!stream) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "stream is NULL");
+  hms_status_t st = hms__stream_frame(stream, HMS__FRAME_END, NULL, 0, HMS_CT_NONE, err);
+  if (st == HMS_OK) atomic_store(&stream->finished, true);
+  return st;
 }

@@ -22,8 +22,18 @@
 
 typedef enum { HMS__CONN_HANDSHAKE = 0, HMS__CONN_ACTIVE = 1 } hms__conn_state_t;
 
+/* A request-ring frame set aside (copied) while a client-stream handler read past it. */
+typedef struct hms__deferred_s {
+  struct hms__deferred_s *next;
+  hms__frame_hdr_t hdr;
+  uint8_t *payload;
+} hms__deferred_t;
+#define HMS__MAX_DEFERRED 4096
+
 typedef struct hms__conn_s {
   hms_service_t *svc;
+  hms__deferred_t *bl_head, *bl_tail; /* deferred frames, processed before the ring */
+  uint32_t bl_count;
   hms__conn_state_t state;
   int sock;
   int bell;        /* eventfd the client rings when we sleep */
@@ -107,6 +117,12 @@ HMS_API const char *hms_node_runtime_dir(const hms_node_t *node) { return node ?
 
 static void hms__conn_drop(hms_node_t *node, size_t idx) {
   hms__conn_t *c = node->conns[idx];
+  while (c->bl_head) {
+    hms__deferred_t *d = c->bl_head;
+    c->bl_head = d->next;
+    free(d->payload);
+    free(d);
+  }
   epoll_ctl(node->epfd, EPOLL_CTL_DEL, c->sock, NULL);
   if (c->bell >= 0) {
     epoll_ctl(node->epfd, EPOLL_CTL_DEL, c->bell, NULL);
@@ -539,6 +555,150 @@ HMS_API hms_status_t hms_call_send(hms_call_t *call, const char *data, size_t le
   return HMS_OK;
 }
 
+static void hms__payload_free_fn(hms_payload_t *p) { free((void *)p->data); }
+static void hms__req_consumed(hms__conn_t *c);
+static bool hms__conn_cancelled(const hms__conn_t *c, uint64_t id);
+
+/* Copies a frame out of the ring into the connection's backlog. */
+static bool hms__defer(hms__conn_t *c, const hms__frame_hdr_t *h, const uint8_t *payload) {
+  if (c->bl_count >= HMS__MAX_DEFERRED) return false;
+  hms__deferred_t *d = calloc(1, sizeof *d);
+  uint8_t *p = d ? malloc(h->payload_len ? h->payload_len : 1) : NULL;
+  if (!d || !p) {
+    free(d);
+    free(p);
+    return false;
+  }
+  memcpy(p, payload, h->payload_len);
+  d->hdr = *h;
+  d->payload = p;
+  if (c->bl_tail)
+    c->bl_tail->next = d;
+  else
+    c->bl_head = d;
+  c->bl_tail = d;
+  c->bl_count++;
+  return true;
+}
+
+HMS_API hms_status_t hms_call_recv(hms_call_t *call, hms_payload_t *item, int *end, int64_t timeout_ns,
+                                   hms_error_t *err) {
+  if (item) memset(item, 0, sizeof *item);
+  if (end) *end = 0;
+  if (!call || !item || !end) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "call, item and end must not be NULL");
+  if (!(call->hdr.flags & HMS__FRAME_F_CSTREAM) || !call->consumed)
+    return hms__fail(err, HMS_FAILED_PRECONDITION, 0,
+                     "call %llu is not a client stream; the caller must open it with HMS_STREAM_CLIENT",
+                     (unsigned long long)call->hdr.call_id);
+  if (call->in_ended) {
+    *end = 1;
+    hms__ok(err);
+    return HMS_OK;
+  }
+  hms__conn_t *c = call->conn;
+  uint64_t id = call->hdr.call_id;
+  int64_t deadline = hms__deadline_from_timeout(timeout_ns);
+  if (call->hdr.deadline_ns && call->hdr.deadline_ns < deadline) deadline = call->hdr.deadline_ns;
+  char why[200];
+  for (;;) {
+    if (c->dead) return hms__fail(err, HMS_CANCELLED, 0, "the caller went away");
+    /* Items set aside earlier come first (they are older than anything in the ring). */
+    for (hms__deferred_t *d = c->bl_head, *prev = NULL; d; prev = d, d = d->next) {
+      if (d->hdr.call_id != id || (d->hdr.kind != HMS__FRAME_DATA && d->hdr.kind != HMS__FRAME_END)) continue;
+      if (prev)
+        prev->next = d->next;
+      else
+        c->bl_head = d->next;
+      if (c->bl_tail == d) c->bl_tail = prev;
+      c->bl_count--;
+      if (d->hdr.kind == HMS__FRAME_END) {
+        call->in_ended = true;
+        *end = 1;
+        free(d->payload);
+      } else {
+        item->data = d->payload;
+        item->len = d->hdr.payload_len;
+        item->content_type = d->hdr.content_type;
+        item->release = hms__payload_free_fn;
+      }
+      free(d);
+      hms__ok(err);
+      return HMS_OK;
+    }
+    hms__frame_hdr_t h;
+    const uint8_t *payload;
+    int rc = hms__ring_peek(&c->req, &h, &payload, why, sizeof why);
+    if (rc == HMS__RING_CORRUPT) {
+      c->dead = true;
+      return hms__fail(err, HMS_CANCELLED, 0, "the caller's ring is corrupt (%s); the connection is dropped", why);
+    }
+    if (rc == HMS__RING_OK) {
+      bool mine = h.call_id == id;
+      if (mine && h.kind == HMS__FRAME_DATA) {
+        uint8_t *p = malloc(h.payload_len ? h.payload_len : 1);
+        if (!p) return hms__fail(err, HMS_RESOURCE_EXHAUSTED, ENOMEM, "out of memory for a stream item");
+        memcpy(p, payload, h.payload_len);
+        hms__ring_consume(&c->req, &h);
+        hms__req_consumed(c);
+        item->data = p;
+        item->len = h.payload_len;
+        item->content_type = h.content_type;
+        item->release = hms__payload_free_fn;
+        hms__ok(err);
+        return HMS_OK;
+      }
+      if (mine && h.kind == HMS__FRAME_END) {
+        hms__ring_consume(&c->req, &h);
+        hms__req_consumed(c);
+        call->in_ended = true;
+        *end = 1;
+        hms__ok(err);
+        return HMS_OK;
+      }
+      if (h.kind == HMS__FRAME_CANCEL) {
+        c->cancelled[c->ncancelled++ % 64] = h.call_id;
+        hms__ring_consume(&c->req, &h);
+        hms__req_consumed(c);
+        if (mine) return hms__fail(err, HMS_CANCELLED, 0, "the caller cancelled the stream");
+        continue;
+      }
+      /* Someone else's frame (another thread's call on this connection): set it aside. */
+      if (!hms__defer(c, &h, payload)) {
+        c->dead = true;
+        return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0,
+                         "more than %d frames queued behind this client stream; the connection is dropped",
+                         HMS__MAX_DEFERRED);
+      }
+      hms__ring_consume(&c->req, &h);
+      hms__req_consumed(c);
+      continue;
+    }
+    /* Empty: wait for the caller's next frame (its doorbell), a hang-up, or the deadline. */
+    if (hms__conn_cancelled(c, id)) return hms__fail(err, HMS_CANCELLED, 0, "the caller cancelled the stream");
+    int64_t now = hms__now_ns();
+    if (now >= deadline) {
+      if (call->hdr.deadline_ns && now >= call->hdr.deadline_ns)
+        return hms__fail(err, HMS_DEADLINE_EXCEEDED, 0, "the call's deadline passed while waiting for items");
+      return hms__fail(err, HMS_DEADLINE_EXCEEDED, 0, "no item within the timeout (the stream goes on)");
+    }
+    atomic_store_explicit(&c->req.ctl->consumer_sleeping, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (!hms__ring_has_data(&c->req)) {
+      int64_t left = deadline - now;
+      int ms = left > 10000000LL ? 10 : (int)((left + 999999) / 1000000);
+      struct pollfd p[2] = {{.fd = c->bell, .events = POLLIN}, {.fd = c->sock, .events = POLLRDHUP}};
+      if (poll(p, 2, ms) > 0) {
+        uint64_t v;
+        if (p[0].revents & POLLIN)
+          while (read(c->bell, &v, sizeof v) > 0) {
+          }
+        if (p[1].revents & (POLLHUP | POLLRDHUP | POLLERR)) c->dead = true;
+      }
+    }
+    atomic_store_explicit(&c->req.ctl->consumer_sleeping, 0, memory_order_relaxed);
+  }
+}
+
 HMS_API int hms_call_is_stream(const hms_call_t *call) {
   return call && (call->hdr.flags & HMS__FRAME_F_STREAM) ? 1 : 0;
 }
@@ -627,7 +787,9 @@ static bool hms__cancel_requested(hms_call_t *call) {
   if (hms__conn_cancelled(c, id)) return true;
   if (atomic_load_explicit(&c->req.ctl->cancels, memory_order_acquire) == c->ncancelled) return false;
   /* The cancel, if any, sits behind this call in the request ring: look without consuming. */
-  return hms__ring_scan_ahead(&c->req, &call->hdr, hms__is_cancel_for, &id, 4096);
+  hms__frame_hdr_t cur = call->hdr;
+  if (call->consumed) cur.len = 0; /* the call's own frame already left the ring */
+  return hms__ring_scan_ahead(&c->req, &cur, hms__is_cancel_for, &id, 4096);
 }
 
 HMS_API int hms_call_is_cancelled(hms_call_t *call) {
@@ -668,7 +830,7 @@ HMS_API void hms_call_trace(const hms_call_t *call, uint8_t trace_id[16], uint8_
   if (flags) *flags = (call->hdr.flags & HMS__FRAME_F_TRACE_SAMPLED) ? 1 : 0;
 }
 
-static void hms__dispatch(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uint8_t *payload) {
+static void hms__dispatch(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uint8_t *payload, bool consumed) {
   hms_service_t *svc = c->svc;
   char msg[256];
   if (hdr->deadline_ns != 0 && hms__now_ns() >= hdr->deadline_ns) {
@@ -690,6 +852,13 @@ static void hms__dispatch(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uin
   call.fn = svc->fns[hdr->fn_id - 1];
   call.hdr = *hdr;
   bool stream = (hdr->flags & HMS__FRAME_F_STREAM) != 0;
+  call.consumed = consumed;
+  if ((call.fn->flags & HMS_FN_CLIENT_STREAM) && !(hdr->flags & HMS__FRAME_F_CSTREAM)) {
+    snprintf(msg, sizeof msg, "%s.%s reads a client stream: open it with HMS_STREAM_CLIENT (client_stream/bidi_stream)",
+             svc->name, call.fn->name);
+    hms__write_error(c, hdr, HMS_FAILED_PRECONDITION, msg, NULL, 0, 0);
+    return;
+  }
   if ((call.fn->flags & HMS_FN_STREAM) && !stream && !(hdr->flags & HMS__FRAME_F_ONEWAY)) {
     snprintf(msg, sizeof msg, "%s.%s is a streaming function: open it as a stream (hms_stream_open, client.stream)",
              svc->name, call.fn->name);
@@ -776,27 +945,57 @@ static int hms__drain(hms__conn_t *c) {
     c->blocked = false;
     hms__frame_hdr_t hdr;
     const uint8_t *payload;
-    int rc = hms__ring_peek(&c->req, &hdr, &payload, why, sizeof why);
-    if (rc == HMS__RING_EMPTY) break;
+    hms__deferred_t *d = c->bl_head; /* frames set aside by a client-stream handler come first */
+    int rc = HMS__RING_OK;
+    if (d) {
+      c->bl_head = d->next;
+      if (!c->bl_head) c->bl_tail = NULL;
+      c->bl_count--;
+      hdr = d->hdr;
+      payload = d->payload;
+    } else {
+      rc = hms__ring_peek(&c->req, &hdr, &payload, why, sizeof why);
+      if (rc == HMS__RING_EMPTY) break;
+    }
+    bool from_ring = d == NULL;
+#define HMS__RELEASE_FRAME()                  \
+  do {                                       \
+    if (from_ring) {                         \
+      hms__ring_consume(&c->req, &hdr);      \
+      hms__req_consumed(c);                  \
+    } else {                                 \
+      free(d->payload);                      \
+      free(d);                               \
+    }                                        \
+  } while (0)
     if (rc == HMS__RING_OK && hdr.kind == HMS__FRAME_CANCEL) {
       c->cancelled[c->ncancelled++ % 64] = hdr.call_id;
-      hms__ring_consume(&c->req, &hdr);
-      hms__req_consumed(c);
+      HMS__RELEASE_FRAME();
+      continue;
+    }
+    if (rc == HMS__RING_OK && (hdr.kind == HMS__FRAME_DATA || hdr.kind == HMS__FRAME_END)) {
+      HMS__RELEASE_FRAME(); /* items of a client stream whose handler already returned */
       continue;
     }
     /* A cancelled request that has not started is skipped. Its CANCEL frame is usually still behind
      * it in the ring: look ahead, but only when the client says it sent cancels we have not seen. */
-    if (rc == HMS__RING_OK && hdr.kind == HMS__FRAME_REQUEST && hdr.call_id &&
-        (hms__conn_cancelled(c, hdr.call_id) ||
-         (atomic_load_explicit(&c->req.ctl->cancels, memory_order_acquire) != c->ncancelled &&
-          hms__ring_scan_ahead(&c->req, &hdr, hms__is_cancel_for, &hdr.call_id, 4096)))) {
-      hms__ring_consume(&c->req, &hdr); /* cancelled before it started: the caller has moved on */
-      hms__req_consumed(c);
-      continue;
+    if (rc == HMS__RING_OK && hdr.kind == HMS__FRAME_REQUEST && hdr.call_id) {
+      hms__frame_hdr_t scan = hdr;
+      if (!from_ring) scan.len = 0;
+      if (hms__conn_cancelled(c, hdr.call_id) ||
+          (atomic_load_explicit(&c->req.ctl->cancels, memory_order_acquire) != c->ncancelled &&
+           hms__ring_scan_ahead(&c->req, &scan, hms__is_cancel_for, &hdr.call_id, 4096))) {
+        HMS__RELEASE_FRAME();
+        continue;
+      }
     }
     if (rc == HMS__RING_CORRUPT || hdr.kind != HMS__FRAME_REQUEST) {
       /* The client corrupted its own ring: tell it why if we can, then drop only this connection. */
       if (rc != HMS__RING_CORRUPT) snprintf(why, sizeof why, "unexpected frame kind %u in request ring", hdr.kind);
+      if (!from_ring) {
+        free(d->payload);
+        free(d);
+      }
       hms__frame_hdr_t none;
       memset(&none, 0, sizeof none);
       char msg[256];
@@ -804,9 +1003,21 @@ static int hms__drain(hms__conn_t *c) {
       hms__write_error(c, &none, HMS_DATA_LOSS, msg, NULL, 0, 0);
       return -1;
     }
-    hms__dispatch(c, &hdr, payload);
-    hms__ring_consume(&c->req, &hdr);
-    hms__req_consumed(c);
+    if (from_ring && (hdr.flags & HMS__FRAME_F_CSTREAM)) {
+      /* A client stream: its handler reads the frames behind this one, so this one must leave the
+       * ring first. Copy its payload out and consume it. */
+      uint8_t *copy = malloc(hdr.payload_len ? hdr.payload_len : 1);
+      if (!copy) return -1;
+      memcpy(copy, payload, hdr.payload_len);
+      hms__ring_consume(&c->req, &hdr);
+      hms__req_consumed(c);
+      hms__dispatch(c, &hdr, copy, true);
+      free(copy);
+    } else {
+      hms__dispatch(c, &hdr, payload, !from_ring);
+      HMS__RELEASE_FRAME();
+    }
+#undef HMS__RELEASE_FRAME
     done++;
   }
   return done;

@@ -158,9 +158,11 @@ class CallContext:
 
 
 class _Function:
-    __slots__ = ("name", "fn", "codec", "wants_ctx", "handle", "service", "stream")
+    __slots__ = ("name", "fn", "codec", "wants_ctx", "handle", "service", "stream", "client_stream")
 
-    def __init__(self, service: "Service", name: str, fn: Callable, codec: Optional[str]) -> None:
+    def __init__(self, service: "Service", name: str, fn: Callable, codec: Optional[str],
+                 client_stream: bool = False) -> None:
+        self.client_stream = client_stream
         self.service = service
         self.name = name
         self.fn = fn
@@ -201,10 +203,13 @@ def _set_error(call, exc: FFIError) -> int:
 def _hms_py_handler(call, req, user_data):
     entry: _Function = ffi.from_handle(user_data)
     try:
-        n = req.len
-        data = ffi.buffer(req.data, n)[:] if n else b""  # copied: the peer may rewrite shared memory
-        ct = req.content_type
-        arg = data if ct == CT_RAW else decode(ct, data)
+        if entry.client_stream:
+            arg = _Incoming(call)
+        else:
+            n = req.len
+            data = ffi.buffer(req.data, n)[:] if n else b""  # copied: the peer may rewrite shared memory
+            ct = req.content_type
+            arg = data if ct == CT_RAW else decode(ct, data)
         result = entry.fn(arg, CallContext(call)) if entry.wants_ctx else entry.fn(arg)
         if entry.stream:
             return _serve_stream(call, entry, result)
@@ -229,6 +234,34 @@ def _hms_py_handler(call, req, user_data):
             sys.stderr.write(f"hms_ffi_native: handler {entry.service.name}.{entry.name} raised:\n")
             traceback.print_exc()
         return _set_error(call, error_for(2, f"{type(e).__name__}: {e}"))
+
+
+class _Incoming:
+    """The items a client streams to a handler, as an iterator. Valid only while the handler runs."""
+
+    __slots__ = ("_call", "_item", "_end", "_err")
+
+    def __init__(self, call) -> None:
+        self._call = call
+        self._item = ffi.new("hms_payload_t *")
+        self._end = ffi.new("int *")
+        self._err = ffi.new("hms_error_t *")
+
+    def __iter__(self) -> "_Incoming":
+        return self
+
+    def __next__(self) -> Any:
+        item, end, err = self._item, self._end, self._err
+        st = lib.hms_call_recv(self._call, item, end, -1, err)
+        if st:
+            _raise(st, err)
+        if end[0]:
+            raise StopIteration
+        n = item.len
+        data = ffi.buffer(item.data, n)[:] if n else b""
+        ct = item.content_type
+        lib.hms_payload_release(item)
+        return data if ct == CT_RAW else decode(ct, data)
 
 
 def _serve_stream(call, entry: _Function, gen) -> int:
@@ -263,7 +296,7 @@ class Service:
         self._functions: Dict[str, _Function] = {}
 
     def add_function(self, name: str, fn: Callable, *, codec: Optional[str] = None,
-                     idempotent: bool = False) -> None:
+                     idempotent: bool = False, client_stream: bool = False) -> None:
         """Registers ``fn(payload[, ctx])`` under ``name``. ``codec`` fixes the reply encoding
         ('raw', 'cbor', 'json'); by default bytes go raw and other values as CBOR."""
         self.node._check_open()
@@ -273,24 +306,30 @@ class Service:
             raise InvalidArgument(f"function name must be a str, got {type(name).__name__}")
         if codec is not None and codec not in CODECS:
             raise InvalidArgument(f"unknown codec {codec!r}; use one of {sorted(CODECS)}")
-        entry = _Function(self, name, fn, codec)
+        entry = _Function(self, name, fn, codec, client_stream)
         err = ffi.new("hms_error_t *")
-        flags = (lib.HMS_FN_IDEMPOTENT if idempotent else 0) | (lib.HMS_FN_STREAM if entry.stream else 0)
+        flags = ((lib.HMS_FN_IDEMPOTENT if idempotent else 0) | (lib.HMS_FN_STREAM if entry.stream else 0)
+                 | (lib.HMS_FN_CLIENT_STREAM if client_stream else 0))
         st = lib.hms_function_add(self._ptr, name.encode(), flags, lib._hms_py_handler, entry.handle, err)
         if st:
             _raise(st, err)
         self._functions[name] = entry  # keeps the handle alive as long as the C side may use it
 
     def function(self, name: Optional[str] = None, *, codec: Optional[str] = None,
-                 idempotent: bool = False) -> Callable[[Callable], Callable]:
-        """Decorator form of :meth:`add_function`; the name defaults to the function's ``__name__``."""
+                 idempotent: bool = False, client_stream: bool = False) -> Callable[[Callable], Callable]:
+        """Decorator form of :meth:`add_function`; the name defaults to the function's ``__name__``.
+
+        A generator function serves a server stream (each ``yield`` is an item). With
+        ``client_stream=True`` the handler receives an iterator of the caller's items instead of a
+        payload; both together make a bidirectional stream."""
         if callable(name):  # used bare: @service.function
             fn = name
             self.add_function(fn.__name__, fn)
             return fn
 
         def deco(fn: Callable) -> Callable:
-            self.add_function(name or fn.__name__, fn, codec=codec, idempotent=idempotent)
+            self.add_function(name or fn.__name__, fn, codec=codec, idempotent=idempotent,
+                              client_stream=client_stream)
             return fn
 
         return deco
@@ -824,10 +863,59 @@ class Client:
         fid, data, ct = self._prepare(function, payload, codec)
         out = ffi.new("hms_stream_t **")
         err = self._scratch.err
-        st = lib.hms_stream_open(self._ptr, fid, data, len(data), ct, _timeout_ns(timeout), out, err)
+        st = lib.hms_stream_open(self._ptr, fid, data, len(data), ct, lib.HMS_STREAM_SERVER, _timeout_ns(timeout),
+                                 out, err)
         if st:
             _raise(st, err)
         return Stream(self, out[0], function)
+
+    def _open_client_stream(self, function: str, flags: int, timeout: Optional[float]) -> "Stream":
+        fid, _, _ = self._prepare(function, None, None)
+        out = ffi.new("hms_stream_t **")
+        err = self._scratch.err
+        st = lib.hms_stream_open(self._ptr, fid, ffi.NULL, 0, CT_NONE, flags, _timeout_ns(timeout), out, err)
+        if st:
+            _raise(st, err)
+        return Stream(self, out[0], function)
+
+    def client_stream(self, function: str, requests, *, timeout: Optional[float] = None,
+                      codec: Optional[str] = None) -> Any:
+        """Sends every item of ``requests`` to a client-streaming function (its handler iterates them)
+        and returns its single reply. A full ring makes this wait: the handler sets the pace."""
+        s = self._open_client_stream(function, lib.HMS_STREAM_CLIENT, timeout)
+        with s:
+            try:
+                for item in requests:
+                    s.send(item, codec=codec)
+                s.finish()
+            except FFIError:
+                pass  # the handler may have failed early: its error (below) explains more than ours
+            for reply in s:
+                return reply
+            return None
+
+    def bidi_stream(self, function: str, requests, *, timeout: Optional[float] = None,
+                    codec: Optional[str] = None) -> "Stream":
+        """Bidirectional stream: ``requests`` is sent from a background thread while you iterate the
+        replies. The handler is a generator that iterates its input and yields replies."""
+        s = self._open_client_stream(function, lib.HMS_STREAM_CLIENT | lib.HMS_STREAM_SERVER, timeout)
+
+        def pump():
+            try:
+                for item in requests:
+                    if s._ptr is None:
+                        return
+                    s.send(item, codec=codec)
+                s.finish()
+            except FFIError:
+                pass  # the stream ended (error, cancel, dead server): the reader sees why
+            except BaseException as e:  # the request iterator itself failed: cancel, report to the reader
+                s._sender_error = e
+                s.cancel()
+
+        s._sender = threading.Thread(target=pump, name="hms-bidi-send", daemon=True)
+        s._sender.start()
+        return s
 
     def batch(self, calls, *, timeout: Optional[float] = None, codec: Optional[str] = None) -> List[Any]:
         """Sends many calls with one wake-up of the server and returns their results in order. Each
@@ -958,6 +1046,31 @@ class Stream:
         self._item = ffi.new("hms_payload_t *")
         self._end = ffi.new("int *")
         self._err = ffi.new("hms_error_t *")
+        self._send_err = ffi.new("hms_error_t *")
+        self._sender: Optional[threading.Thread] = None
+        self._sender_error: Optional[BaseException] = None
+
+    def send(self, item: Any, *, codec: Optional[str] = None) -> None:
+        """Sends one item of a client (or bidirectional) stream."""
+        ptr = self._ptr
+        if ptr is None:
+            raise FailedPrecondition("the stream is closed")
+        if codec is None and type(item) is bytes:
+            data, ct = item, CT_RAW
+        else:
+            data, ct = encode(item, codec)
+        st = lib.hms_stream_send(ptr, data, len(data), ct, self._send_err)
+        if st:
+            _raise(st, self._send_err)
+
+    def finish(self) -> None:
+        """No more items: the handler's iteration of its input ends."""
+        ptr = self._ptr
+        if ptr is None:
+            raise FailedPrecondition("the stream is closed")
+        st = lib.hms_stream_finish(ptr, self._send_err)
+        if st:
+            _raise(st, self._send_err)
 
     def __iter__(self) -> "Stream":
         return self
@@ -983,6 +1096,8 @@ class Stream:
             value, exc = _reply_value(st, data, ct, ffi.string(err.message), err.origin)
             if not (st == lib.HMS_DEADLINE_EXCEEDED and timeout is not None and "goes on" in exc.message):
                 self.close()
+            if self._sender_error is not None:
+                raise self._sender_error
             raise exc
         if end[0]:
             self.close()
@@ -995,8 +1110,14 @@ class Stream:
             lib.hms_stream_cancel(self._ptr)
 
     def close(self) -> None:
-        ptr, self._ptr = self._ptr, None
-        if ptr is not None and self._client._ptr is not None:
+        ptr = self._ptr
+        if ptr is None:
+            return
+        if self._sender is not None and self._sender is not threading.current_thread():
+            lib.hms_stream_cancel(ptr)  # unblocks a sender waiting for ring space
+            self._sender.join(5)
+        self._ptr = None
+        if self._client._ptr is not None:
             lib.hms_stream_close(ptr)
 
     def __enter__(self) -> "Stream":

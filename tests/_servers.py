@@ -96,6 +96,50 @@ def echo_service(node, name="py.echo", version="1.0.0"):
     def stream_stops(_):
         return state.get("stream_stops", 0)
 
+    @svc.function(client_stream=True)
+    def total(items):
+        return sum(items)
+
+    @svc.function(client_stream=True)
+    def collect(items):
+        return list(items)
+
+    @svc.function(client_stream=True)
+    def count_items(items):
+        n = 0
+        for _ in items:
+            n += 1
+        return n
+
+    @svc.function(client_stream=True)
+    def slow_count(items):
+        n = 0
+        for _ in items:
+            n += 1
+            if n % 20 == 0:
+                time.sleep(0.01)
+        return n
+
+    @svc.function(client_stream=True)
+    def fail_on_third(items):
+        for i, _ in enumerate(items):
+            if i == 2:
+                raise hms.OutOfRange("third item refused")
+        return "never"
+
+    @svc.function(client_stream=True)
+    def chat(items, ctx):
+        try:
+            for x in items:
+                yield x * 2 if isinstance(x, int) else x
+        finally:
+            if ctx.cancelled:
+                state["chat_cancels"] = state.get("chat_cancels", 0) + 1
+
+    @svc.function()
+    def chat_cancels(_):
+        return state.get("chat_cancels", 0)
+
     @svc.function()
     def big_items(args):
         n, size = args

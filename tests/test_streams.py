@@ -132,3 +132,94 @@ def test_server_killed_mid_stream(echo):
         for _ in s:
             pass
     assert time.monotonic() - t0 < 0.5
+
+
+# ------------------------------------------------------------------ client and bidirectional streams
+def test_client_stream_sums_items(echo):
+    assert echo.client_stream("total", range(10000), timeout=30) == sum(range(10000))
+    assert echo.client_stream("collect", [], timeout=5) == []
+    assert echo.client_stream("collect", [b"a", {"b": 1}, None, "s"], timeout=5) == [b"a", {"b": 1}, None, "s"]
+
+
+def test_client_stream_of_100k_raw_items(echo):
+    assert echo.client_stream("count_items", (b"x" * 16 for _ in range(100_000)), timeout=60) == 100_000
+
+
+def test_client_stream_slow_handler_back_pressures_the_sender(server_process):
+    server_process("echo")
+    with hms.connect("py.echo", ring_bytes=16 * 1024) as c:
+        item = b"y" * (c.max_message // 2)
+        assert c.client_stream("slow_count", (item for _ in range(400)), timeout=60) == 400
+
+
+def test_client_stream_error_mid_stream(echo):
+    with pytest.raises(hms.OutOfRange, match="third item refused"):
+        echo.client_stream("fail_on_third", range(100), timeout=10)
+    assert echo.call("echo", "ok", timeout=5) == "ok"
+
+
+def test_client_stream_function_called_plainly_is_refused(echo):
+    with pytest.raises(hms.FailedPrecondition, match="client stream"):
+        echo.call("total", [1, 2], timeout=5)
+
+
+def test_bidi_stream_in_order(echo):
+    with echo.bidi_stream("chat", iter(range(2000)), timeout=30) as s:
+        assert list(s) == [2 * i for i in range(2000)]
+
+
+def test_bidi_stream_request_iterator_failure_reaches_the_reader(echo):
+    def requests():
+        yield 1
+        yield 2
+        raise KeyError("producer broke")
+
+    with pytest.raises(KeyError, match="producer broke"):
+        list(echo.bidi_stream("chat", requests(), timeout=10))
+    assert echo.call("echo", 1, timeout=5) == 1
+
+
+def test_bidi_stream_closed_early_cancels_the_handler(echo):
+    def forever():
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+    s = echo.bidi_stream("chat", forever(), timeout=30)
+    for i, x in enumerate(s):
+        assert x == 2 * i
+        if i == 50:
+            break
+    s.close()
+    assert wait_until(lambda: echo.call("chat_cancels", None, timeout=5) == 1, 5)
+
+
+def test_client_streams_while_other_threads_call(echo):
+    # Frames of other calls arrive in the ring while the handler reads its items: they wait their
+    # turn, in order, and nothing is lost.
+    errors = []
+
+    def calls():
+        for i in range(300):
+            if echo.call("echo", i, timeout=10) != i:
+                errors.append(i)
+
+    def streams():
+        for k in range(20):
+            if echo.client_stream("total", range(200 + k), timeout=10) != sum(range(200 + k)):
+                errors.append(("stream", k))
+
+    ts = [threading.Thread(target=calls), threading.Thread(target=calls), threading.Thread(target=streams)]
+    [t.start() for t in ts]
+    [t.join(60) for t in ts]
+    assert errors == []
+
+
+def test_stream_send_after_finish_and_on_server_stream(echo):
+    s = echo.stream("count_to", 2)
+    with pytest.raises(hms.FailedPrecondition, match="without HMS_STREAM_CLIENT"):
+        s.send(1)
+    s.close()
+    b = echo.bidi_stream("chat", iter([]), timeout=5)
+    assert list(b) == []

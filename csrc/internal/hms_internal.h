@@ -67,12 +67,15 @@ enum {
   HMS__FRAME_RESPONSE = 2,
   HMS__FRAME_PAD = 3,
   HMS__FRAME_CANCEL = 4, /* client -> server: call_id was cancelled */
+  HMS__FRAME_DATA = 5,   /* client -> server: an item of the client stream call_id */
+  HMS__FRAME_END = 6,    /* client -> server: the client stream call_id has no more items */
 };
 enum {
   HMS__FRAME_F_TRACE_SAMPLED = 1u << 0,
   HMS__FRAME_F_ONEWAY = 1u << 1, /* request: send no reply */
   HMS__FRAME_F_STREAM = 1u << 2, /* request: the caller reads a server stream */
   HMS__FRAME_F_ITEM = 1u << 3,   /* response: a stream item; more frames follow for this call */
+  HMS__FRAME_F_CSTREAM = 1u << 4, /* request: the caller sends DATA frames and an END frame */
 };
 /* consumer_sleeping bits: how the consumer wants to be woken */
 enum { HMS__SLEEP_FUTEX = 1u << 0, HMS__SLEEP_EVENTFD = 1u << 1 };
@@ -260,6 +263,8 @@ struct hms_call_s {
   uint8_t *err_details;
   size_t err_details_len;
   uint32_t err_details_ct;
+  bool consumed; /* client stream: the opening frame left the ring before the handler ran */
+  bool in_ended; /* client stream: the caller's END frame was seen */
 };
 
 struct hms_node_s {

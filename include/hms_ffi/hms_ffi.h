@@ -194,8 +194,10 @@ HMS_API void hms_node_stop(hms_node_t *node);
 enum {
   HMS_FN_DEFAULT = 0,
   HMS_FN_IDEMPOTENT = 1u << 0, ///< safe to retry (informational; used by retry policies)
-  HMS_FN_STREAM = 1u << 1      ///< server-streaming: the handler sends items with hms_call_send();
-                               ///< callers must use hms_stream_open()
+  HMS_FN_STREAM = 1u << 1,       ///< server-streaming: the handler sends items with hms_call_send();
+                                 ///< callers must open it with HMS_STREAM_SERVER
+  HMS_FN_CLIENT_STREAM = 1u << 2 ///< client-streaming: the handler reads items with hms_call_recv();
+                                 ///< callers must open it with HMS_STREAM_CLIENT
 };
 
 /// A handler. Runs on the serving thread. `req` (payload and data) is valid only during the call and
@@ -238,6 +240,14 @@ HMS_API hms_status_t hms_call_send(hms_call_t *call, const char *data, size_t le
                                    hms_error_t *err);
 /// Returns: 1 when the caller opened this call as a stream.
 HMS_API int hms_call_is_stream(const hms_call_t *call);
+
+/// Receives the next item of a client stream (the caller opened it with HMS_STREAM_CLIENT) or waits
+/// up to `timeout_ns` (< 0: until the call's deadline) for it. `item` holds a private copy: release it.
+/// Returns: HMS_OK with *end == 0 and an item, or with *end == 1 once the caller finished sending;
+/// HMS_CANCELLED when the caller cancelled or went away; HMS_DEADLINE_EXCEEDED;
+/// HMS_FAILED_PRECONDITION when the call is not a client stream.
+HMS_API hms_status_t hms_call_recv(hms_call_t *call, hms_payload_t *item, int *end, int64_t timeout_ns,
+                                   hms_error_t *err);
 
 /// Records the error the caller will receive: code, message (copied, truncated to 255 bytes) and
 /// optional details bytes of the given content type (copied). Takes effect when the handler returns.
@@ -404,11 +414,29 @@ HMS_API hms_status_t hms_call_batch_packed(hms_client_t *client, uint32_t fn_id,
 /// Thread-safety: one thread at a time per stream; other threads may use the client meanwhile.
 typedef struct hms_stream_s hms_stream_t;
 
-/// Calls `fn_id` as a server stream: the handler's items arrive one by one through
-/// hms_stream_next(). `timeout_ns` bounds the whole stream (< 0: none).
+/// Stream directions for hms_stream_open().
+enum {
+  HMS_STREAM_SERVER = 1u << 0, ///< the handler sends items (hms_call_send), read with hms_stream_next
+  HMS_STREAM_CLIENT = 1u << 1  ///< we send items (hms_stream_send, then hms_stream_finish)
+};
+
+/// Opens a stream on `fn_id`: HMS_STREAM_SERVER (one request, many replies), HMS_STREAM_CLIENT (many
+/// requests, one reply: hms_stream_next returns the reply as an item, then the end) or both
+/// (bidirectional). `data` is the opening request (may be empty). `timeout_ns` bounds the whole
+/// stream (< 0: none).
 HMS_API hms_status_t hms_stream_open(hms_client_t *client, uint32_t fn_id, const char *data, size_t len,
-                                     uint32_t content_type, int64_t timeout_ns, hms_stream_t **out,
+                                     uint32_t content_type, uint32_t flags, int64_t timeout_ns,
+                                     hms_stream_t **out, hms_error_t *err);
+
+/// Sends one item of a client stream. Blocks while the server's ring is full (flow control).
+/// Thread-safety: hms_stream_send/finish may run on one thread while hms_stream_next runs on another.
+/// Returns: HMS_FAILED_PRECONDITION after hms_stream_finish or on a stream opened without
+/// HMS_STREAM_CLIENT; HMS_CANCELLED once the stream ended; connection errors as hms_call.
+HMS_API hms_status_t hms_stream_send(hms_stream_t *stream, const char *data, size_t len, uint32_t content_type,
                                      hms_error_t *err);
+
+/// Tells the handler that no more items follow (its hms_call_recv reports the end).
+HMS_API hms_status_t hms_stream_finish(hms_stream_t *stream, hms_error_t *err);
 
 /// Waits up to `timeout_ns` (< 0: until the stream's deadline) for the next item.
 /// Returns: HMS_OK with *end == 0 and `item` filled (release it), or HMS_OK with *end == 1 once the
