@@ -1,0 +1,2209 @@
+/* Hostile-peer tests for the hms-ffi core: peers that write garbage into shared memory and the handshake.
+ *
+ * The core's promise is that a peer can only hurt itself: whatever a client writes into its request ring,
+ * its control words or the handshake, the server drops that one connection and keeps serving everybody
+ * else; whatever a server writes into the response ring or the welcome, the client returns an error
+ * (mostly HMS_DATA_LOSS) within a bounded time and never crashes, hangs, over-reads or leaks.
+ *
+ * Part 1, evil CLIENT against a real server (a forked hms_node_serve() process serving
+ * "evil.target"@1.0.0 with an "echo" function). A well-behaved client stays connected the whole time.
+ * Each attack opens a raw connection by hand (socket, hello, welcome + SCM_RIGHTS, mmap of the memfd),
+ * proves that the raw connection works with one valid echo, then corrupts a frame or an index and
+ * rings the doorbell. Expected: the server hangs up on that raw socket within 1 s; the optional
+ * DATA_LOSS frame (call_id 0) it leaves in the response ring names the problem; the server process is
+ * still alive and the good client's echo still works. Then handshake attacks and a seeded fuzzer.
+ *
+ * Part 2, evil SERVER against a real client: a forked process registers "evil.server"@1.0.0 with the
+ * real registry, then accepts and answers connections by hand on the service's listen fd, one attack
+ * per connection (chosen by a command pipe). Expected: hms_connect / hms_call return the right error
+ * status in bounded time; a client whose connection was corrupted fails every further call at once;
+ * no descriptor is leaked (/proc/self/fd counted before and after); hms_client_close is clean.
+ *
+ * Build with every csrc .c file plus this one (see tests/test_c_core.py for the flags), e.g.
+ *   gcc -std=gnu11 -O1 -g -Wall -Wextra -Wno-format-truncation -fsanitize=address,undefined
+ *       -fno-omit-frame-pointer -DHMS_FFI_BUILDING=1 -D_GNU_SOURCE -Iinclude -Icsrc (csrc sources)
+ *       tests/c/hms_evil.c -o /tmp/hms_evil -pthread
+ *   HMS_FFI_RUNTIME_DIR=$(mktemp -d) UBSAN_OPTIONS=halt_on_error=1 /tmp/hms_evil
+ * Environment: HMS_EVIL_SEED (fuzz seed, printed on every run), HMS_EVIL_ITERS (part-1 fuzz rounds,
+ * default 3000), HMS_EVIL_CLIENT_ITERS (part-2 fuzz rounds, default 300), HMS_EVIL_VERBOSE=1.
+ * Exit status 0 and "all hostile-peer tests passed" when every check holds. */
+#include "internal/hms_internal.h"
+
+#include <dirent.h>
+#include <stddef.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MS 1000000LL
+#define RAW_RING 4096ull /* ring size the raw connections ask for: max frame 1024, easy to fill and wrap */
+
+static int failures = 0, checks = 0, verbose = 0;
+static const char *g_test = "";
+#define CHECK(cond, ...)                                                          \
+  do {                                                                            \
+    checks++;                                                                     \
+    if (!(cond)) {                                                                \
+      fprintf(stderr, "FAIL %s:%d [%s]: %s: ", __FILE__, __LINE__, g_test, #cond); \
+      fprintf(stderr, __VA_ARGS__);                                               \
+      fprintf(stderr, "\n");                                                      \
+      failures++;                                                                 \
+    }                                                                             \
+  } while (0)
+
+/* ================================================================ helpers */
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static uint64_t rng_state;
+static uint64_t rnd(void) { /* splitmix64: tiny, seedable, good enough to pick garbage */
+  uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/* Open descriptors of a process (0 = ourselves). Counting our own includes opendir's descriptor, which
+ * is the same on every call, so differences are exact. */
+static int count_fds(pid_t pid) {
+  char path[64];
+  if (pid)
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+  else
+    snprintf(path, sizeof path, "/proc/self/fd");
+  DIR *d = opendir(path);
+  if (!d) return -1;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
+}
+
+static ssize_t send_msg_fds(int sock, const void *buf, size_t len, const int *fds, int nfds) {
+  struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+  union {
+    char b[CMSG_SPACE(sizeof(int) * 16)];
+    struct cmsghdr align;
+  } u;
+  struct msghdr m;
+  memset(&m, 0, sizeof m);
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  if (nfds > 0) {
+    memset(&u, 0, sizeof u);
+    m.msg_control = u.b;
+    m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+  }
+  ssize_t n;
+  do {
+    n = sendmsg(sock, &m, MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  return n;
+}
+
+/* Waits up to timeout_ms for one message; keeps up to max_fds descriptors, closes the rest.
+ * Returns the byte count (0 = the peer hung up), or -1 (errno ETIMEDOUT on timeout). */
+static ssize_t recv_msg_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds, int timeout_ms) {
+  *nfds = 0;
+  struct pollfd p = {.fd = sock, .events = POLLIN};
+  int pr;
+  do {
+    pr = poll(&p, 1, timeout_ms);
+  } while (pr < 0 && errno == EINTR);
+  if (pr <= 0) {
+    errno = ETIMEDOUT;
+    return -1;
+  }
+  struct iovec iov = {.iov_base = buf, .iov_len = len};
+  union {
+    char b[CMSG_SPACE(sizeof(int) * 32)];
+    struct cmsghdr align;
+  } u;
+  struct msghdr m;
+  memset(&m, 0, sizeof m);
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = u.b;
+  m.msg_controllen = sizeof u.b;
+  ssize_t n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+  if (n < 0) return n;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < k; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (*nfds < max_fds)
+        fds[(*nfds)++] = fd;
+      else
+        close(fd);
+    }
+  }
+  return n;
+}
+
+static void close_fds(int *fds, int n) {
+  for (int i = 0; i < n; i++) close(fds[i]);
+}
+
+/* True when the peer hung up within timeout_ms (POLLHUP/POLLRDHUP or recv() == 0). Data that arrives
+ * meanwhile is read and ignored. */
+static bool wait_closed(int sock, int timeout_ms) {
+  int64_t end = now_ns() + (int64_t)timeout_ms * MS;
+  for (;;) {
+    int64_t left = end - now_ns();
+    if (left < 0) left = 0;
+    struct pollfd p = {.fd = sock, .events = POLLIN | POLLRDHUP};
+    int pr = poll(&p, 1, (int)((left + MS - 1) / MS));
+    if (pr < 0 && errno == EINTR) continue;
+    if (pr > 0) {
+      if (p.revents & (POLLHUP | POLLRDHUP | POLLERR)) return true;
+      char b[512];
+      ssize_t r = recv(sock, b, sizeof b, MSG_DONTWAIT);
+      if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) return true;
+      continue;
+    }
+    if (left == 0) return false;
+  }
+}
+
+static hms__frame_hdr_t mkhdr(uint32_t len, uint16_t kind, uint32_t fn_id, uint64_t call_id, uint32_t payload_len) {
+  hms__frame_hdr_t h;
+  memset(&h, 0, sizeof h);
+  h.len = len;
+  h.kind = kind;
+  h.fn_id = fn_id;
+  h.content_type = HMS_CT_RAW;
+  h.call_id = call_id;
+  h.payload_len = payload_len;
+  return h;
+}
+
+/* Error replies carry {u32 message length, message}: returns true and the bounded message when the
+ * payload is well formed. */
+static bool parse_error_payload(const uint8_t *p, uint32_t plen, char *msg, size_t cap) {
+  uint32_t mlen;
+  if (plen < 4) return false;
+  memcpy(&mlen, p, 4);
+  if (mlen > plen - 4) return false;
+  size_t m = mlen < cap - 1 ? mlen : cap - 1;
+  memcpy(msg, p + 4, m);
+  msg[m] = 0;
+  return true;
+}
+
+static hms_node_t *g_node; /* the test process's node (clients of both parts) */
+
+/* ================================================================ part 1: evil client, real server */
+#define TARGET_SVC "evil.target"
+#define TARGET_VER "1.0.0"
+
+static hms_node_t *g_target_node;
+static volatile sig_atomic_t g_target_term;
+static void target_on_term(int sig) {
+  (void)sig;
+  g_target_term = 1;
+  hms_node_stop(g_target_node); /* an atomic store and a write(): async-signal-safe here */
+}
+
+static hms_status_t h_echo(hms_call_t *call, const hms_payload_t *req, void *ud) {
+  (void)ud;
+  return hms_call_reply(call, req->data, req->len, req->content_type, NULL);
+}
+
+static int run_target(int notify_fd) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  hms_node_options_t o;
+  hms_node_options_init(&o);
+  o.name = "evil-target";
+  hms_error_t e;
+  if (hms_node_open(&o, &g_target_node, &e)) {
+    fprintf(stderr, "target: node_open: %s\n", e.message);
+    return 2;
+  }
+  hms_service_t *svc;
+  if (hms_service_add(g_target_node, TARGET_SVC, TARGET_VER, &svc, &e) ||
+      hms_function_add(svc, "echo", 0, h_echo, NULL, &e)) {
+    fprintf(stderr, "target: %s\n", e.message);
+    return 2;
+  }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = target_on_term;
+  sigaction(SIGTERM, &sa, NULL);
+  char c = 'r';
+  if (write(notify_fd, &c, 1) != 1) return 2;
+  close(notify_fd);
+  while (!g_target_term) hms_node_serve(g_target_node, -1, NULL);
+  hms_node_close(g_target_node);
+  return 0;
+}
+
+typedef struct {
+  pid_t pid;
+  bool reaped;
+  int exit_status;
+  hms_client_t *good; /* the well-behaved client, connected the whole time */
+  uint32_t echo_id;
+  int good_seq;
+  int srv_fds; /* server descriptors with only the good client connected */
+  int restarts;
+  char sock_path[HMS__PATH_MAX];
+} target_t;
+static target_t T;
+
+static pid_t fork_target(void) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return -1;
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(p[0]);
+    exit(run_target(p[1])); /* exit(), not _exit(): LeakSanitizer checks the server on the way out */
+  }
+  close(p[1]);
+  char c;
+  ssize_t n = read(p[0], &c, 1);
+  close(p[0]);
+  return n == 1 ? pid : -1;
+}
+
+static bool target_start(void) {
+  T.pid = fork_target();
+  T.reaped = false;
+  if (T.pid < 0) return false;
+  hms_error_t e;
+  if (hms_connect(g_node, TARGET_SVC, TARGET_VER, NULL, &T.good, &e) != HMS_OK) {
+    fprintf(stderr, "connecting the good client: %s\n", e.message);
+    return false;
+  }
+  if (hms_client_function_id(T.good, "echo", &T.echo_id, &e) != HMS_OK) return false;
+  snprintf(T.sock_path, sizeof T.sock_path, "%s/%s@%s.sock", hms_node_runtime_dir(g_node), TARGET_SVC, TARGET_VER);
+  usleep(20000); /* let the server finish the handshake bookkeeping before counting its descriptors */
+  T.srv_fds = count_fds(T.pid);
+  return true;
+}
+
+static bool target_alive(void) {
+  if (T.reaped) return false;
+  int st;
+  pid_t r = waitpid(T.pid, &st, WNOHANG);
+  if (r == T.pid) {
+    T.reaped = true;
+    T.exit_status = st;
+    fprintf(stderr, "  target server died: %s %d\n", WIFSIGNALED(st) ? "signal" : "exit",
+            WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    return false;
+  }
+  return true;
+}
+
+static void target_kill(void) {
+  if (T.good) hms_client_close(T.good);
+  T.good = NULL;
+  if (T.pid > 0 && !T.reaped) {
+    kill(T.pid, SIGKILL);
+    waitpid(T.pid, NULL, 0);
+  }
+  T.reaped = true;
+}
+
+/* After a failure that leaves the server wedged, start a fresh one so the next attack is judged on its
+ * own (each failure is reported once instead of cascading). */
+static void target_restart(const char *why) {
+  fprintf(stderr, "  (restarting the target server: %s)\n", why);
+  T.restarts++;
+  target_kill();
+  if (!target_start()) {
+    fprintf(stderr, "cannot restart the target server\n");
+    exit(2);
+  }
+}
+
+static bool good_echo(void) {
+  char buf[64];
+  int n = snprintf(buf, sizeof buf, "good-%d", ++T.good_seq);
+  hms_payload_t req = {.data = buf, .len = (size_t)n, .content_type = HMS_CT_RAW}, resp;
+  hms_error_t e;
+  hms_status_t st = hms_call(T.good, T.echo_id, &req, &resp, 2000 * MS, &e);
+  bool ok = st == HMS_OK && resp.len == (size_t)n && memcmp(resp.data, buf, (size_t)n) == 0;
+  if (!ok) fprintf(stderr, "  good client echo failed: %s: %s\n", hms_status_str(st), st ? e.message : "wrong bytes");
+  hms_payload_release(&resp);
+  return ok;
+}
+
+/* The invariant after every attack: the server process lives and serves the well-behaved client. */
+static void check_target(void) {
+  bool alive = target_alive();
+  CHECK(alive, "the server process died");
+  bool echo = alive && good_echo();
+  CHECK(echo, "the well-behaved client's echo failed after the attack");
+  if (!alive || !echo) target_restart("unhealthy after an attack");
+}
+
+/* ---------------------------------------------------------------- raw connections */
+typedef struct {
+  int sock, bell, cbell;
+  uint8_t *map;
+  size_t map_len;
+  hms__welcome_t w;
+  hms__ring_ctl_t *reqc, *respc;
+  uint8_t *reqd, *respd;
+  uint64_t cap, rcap;
+  uint64_t head;  /* our request-ring head (bytes published) */
+  uint64_t rread; /* response bytes we have looked at */
+  uint64_t next_id;
+} raw_t;
+
+static int raw_sock(void) {
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  struct sockaddr_un sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  hms__strlcpy(sa.sun_path, T.sock_path, sizeof sa.sun_path);
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static void hello_init(hms__hello_t *h, uint64_t ring) {
+  memset(h, 0, sizeof *h);
+  h->magic = HMS__HELLO_MAGIC;
+  h->abi = HMS_FFI_ABI_VERSION;
+  h->proto = HMS__PROTO_VERSION;
+  h->ring_bytes = ring;
+  hms__strlcpy(h->service, TARGET_SVC, sizeof h->service);
+  hms__strlcpy(h->version, TARGET_VER, sizeof h->version);
+  hms__strlcpy(h->client_node, "evil-raw", sizeof h->client_node);
+}
+
+static void raw_close(raw_t *r) {
+  if (r->map) munmap(r->map, r->map_len);
+  if (r->sock >= 0) close(r->sock);
+  if (r->bell >= 0) close(r->bell);
+  if (r->cbell >= 0) close(r->cbell);
+  memset(r, 0, sizeof *r);
+  r->sock = r->bell = r->cbell = -1;
+}
+
+/* The handshake done by hand. Returns 0 when the connection is mapped and ready. */
+static int raw_connect(raw_t *r, uint64_t ring, bool with_client_bell) {
+  memset(r, 0, sizeof *r);
+  r->bell = r->cbell = -1;
+  r->sock = raw_sock();
+  if (r->sock < 0) return -1;
+  hms__hello_t h;
+  hello_init(&h, ring);
+  if (with_client_bell) r->cbell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (send_msg_fds(r->sock, &h, sizeof h, &r->cbell, r->cbell >= 0 ? 1 : 0) != (ssize_t)sizeof h) goto fail;
+  int fds[4], nfds;
+  ssize_t n = recv_msg_fds(r->sock, &r->w, sizeof r->w, fds, 4, &nfds, 1000);
+  if (n != (ssize_t)sizeof r->w || r->w.magic != HMS__WELCOME_MAGIC || r->w.status != HMS_OK || nfds != 2) {
+    if (n > 0) fprintf(stderr, "  raw handshake refused: status %d '%.200s' nfds %d\n", r->w.status, r->w.message, nfds);
+    close_fds(fds, nfds);
+    goto fail;
+  }
+  r->bell = fds[1];
+  r->cap = r->w.req_cap;
+  r->rcap = r->w.resp_cap;
+  if (!hms__is_pow2(r->cap) || !hms__is_pow2(r->rcap) ||
+      r->w.total_bytes != hms__conn_total_bytes(r->cap, r->rcap, r->w.table_bytes)) {
+    close(fds[0]);
+    goto fail;
+  }
+  void *map = mmap(NULL, r->w.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+  close(fds[0]);
+  if (map == MAP_FAILED) goto fail;
+  r->map = map;
+  r->map_len = r->w.total_bytes;
+  r->reqc = (hms__ring_ctl_t *)(r->map + HMS__REQ_CTL_OFFSET);
+  r->respc = (hms__ring_ctl_t *)(r->map + HMS__RESP_CTL_OFFSET);
+  r->reqd = r->map + HMS__CONN_HEADER_BYTES;
+  r->respd = r->map + HMS__CONN_HEADER_BYTES + r->cap;
+  return 0;
+fail:
+  raw_close(r);
+  return -1;
+}
+
+static void raw_put(raw_t *r, uint64_t at, const hms__frame_hdr_t *h, const void *payload, size_t plen) {
+  uint64_t off = at & (r->cap - 1);
+  memcpy(r->reqd + off, h, sizeof *h);
+  if (plen) memcpy(r->reqd + off + sizeof *h, payload, plen);
+}
+static void raw_publish(raw_t *r, uint64_t head) { atomic_store_explicit(&r->reqc->head, head, memory_order_release); }
+static void raw_ring(raw_t *r) {
+  uint64_t one = 1;
+  ssize_t w = write(r->bell, &one, sizeof one);
+  (void)w;
+}
+static void raw_consume_to(raw_t *r, uint64_t tail) {
+  atomic_store_explicit(&r->respc->tail, tail, memory_order_release);
+  if (atomic_exchange(&r->respc->producer_waiting, 0)) raw_ring(r); /* like hms__consumed_reply */
+}
+
+/* Next response frame (PAD frames skipped) within timeout_ms. Copies the header and up to pcap payload
+ * bytes; advances rread. Returns false on timeout or a malformed frame. */
+static bool raw_next_response(raw_t *r, hms__frame_hdr_t *h, uint8_t *payload, size_t pcap, int timeout_ms) {
+  int64_t end = now_ns() + (int64_t)timeout_ms * MS;
+  for (;;) {
+    uint64_t head = atomic_load_explicit(&r->respc->head, memory_order_acquire);
+    if (head == r->rread) {
+      if (now_ns() > end) return false;
+      usleep(20);
+      continue;
+    }
+    if (head < r->rread || head - r->rread > r->rcap) return false;
+    uint64_t off = r->rread & (r->rcap - 1);
+    memcpy(h, r->respd + off, sizeof *h);
+    if (h->len < 64 || (h->len & 63) || h->len > head - r->rread || h->len > r->rcap - off) return false;
+    r->rread += h->len;
+    if (h->kind == HMS__FRAME_PAD) continue;
+    if (h->payload_len > h->len - 64) return false;
+    size_t n = h->payload_len < pcap ? h->payload_len : pcap;
+    memcpy(payload, r->respd + off + 64, n);
+    return true;
+  }
+}
+
+/* One valid echo call on a raw connection; consume=false leaves the reply in the ring (tail unmoved). */
+static bool raw_echo(raw_t *r, uint32_t plen, bool consume) {
+  uint8_t buf[1024], got[1024];
+  if (plen > sizeof buf) plen = sizeof buf;
+  uint64_t id = ++r->next_id;
+  for (uint32_t i = 0; i < plen; i++) buf[i] = (uint8_t)(i * 7 + id);
+  hms__frame_hdr_t h = mkhdr((uint32_t)hms__frame_bytes(plen), HMS__FRAME_REQUEST, 1, id, plen);
+  if (hms__frame_bytes(plen) > r->cap - (r->head & (r->cap - 1))) { /* would wrap: pad to the end first */
+    hms__frame_hdr_t pad = mkhdr((uint32_t)(r->cap - (r->head & (r->cap - 1))), HMS__FRAME_PAD, 0, 0, 0);
+    raw_put(r, r->head, &pad, NULL, 0);
+    r->head += pad.len;
+  }
+  raw_put(r, r->head, &h, buf, plen);
+  r->head += h.len;
+  raw_publish(r, r->head);
+  raw_ring(r);
+  hms__frame_hdr_t rh;
+  if (!raw_next_response(r, &rh, got, sizeof got, 1000)) return false;
+  bool ok = rh.kind == HMS__FRAME_RESPONSE && rh.call_id == id && rh.status == HMS_OK && rh.payload_len == plen &&
+            memcmp(got, buf, plen) == 0;
+  if (consume) raw_consume_to(r, r->rread);
+  return ok;
+}
+
+/* ---------------------------------------------------------------- ring attacks */
+/* Each arm function corrupts something on a raw connection that has just completed one valid echo
+ * (head 64, response tail 64). Positions are relative so the attacks also work after a prelude. */
+static uint64_t raw_new_id(raw_t *r) { return ++r->next_id; }
+
+static void arm_len_unaligned(raw_t *r) {
+  hms__frame_hdr_t h = mkhdr(100, HMS__FRAME_REQUEST, 1, raw_new_id(r), 0);
+  raw_put(r, r->head, &h, NULL, 0);
+  raw_publish(r, r->head + 128);
+}
+static void arm_len_zero(raw_t *r) { /* a zero length must not make the consumer loop in place */
+  hms__frame_hdr_t h = mkhdr(0, HMS__FRAME_REQUEST, 1, raw_new_id(r), 0);
+  raw_put(r, r->head, &h, NULL, 0);
+  raw_publish(r, r->head + 64);
+}
+static void arm_len_over_published(raw_t *r) {
+  hms__frame_hdr_t h = mkhdr(256, HMS__FRAME_REQUEST, 1, raw_new_id(r), 0);
+  raw_put(r, r->head, &h, NULL, 0);
+  raw_publish(r, r->head + 128);
+}
+static void arm_len_over_end(raw_t *r) {
+  /* Three valid 1 KiB echoes move the position to 64 + 3072 = 3136: 960 bytes to the end of the ring.
+   * The frame claims 1024 bytes, all of them published, so only the "fits before the end" rule is
+   * violated (a consumer without it would read past the ring into the response ring). */
+  for (int i = 0; i < 3; i++) CHECK(raw_echo(r, 960, true), "prelude echo %d", i);
+  uint64_t contig = r->cap - (r->head & (r->cap - 1));
+  CHECK(contig == 960, "prelude left %llu bytes to the end, expected 960", (unsigned long long)contig);
+  hms__frame_hdr_t h = mkhdr((uint32_t)(contig + 64), HMS__FRAME_REQUEST, 1, raw_new_id(r), 0);
+  raw_put(r, r->head, &h, NULL, 0);
+  raw_publish(r, r->head + contig + 64);
+}
+static void arm_len_over_max(raw_t *r) { /* a frame larger than a quarter ring: no reply could ever fit */
+  hms__frame_hdr_t h = mkhdr(2048, HMS__FRAME_REQUEST, 1, raw_new_id(r), 0);
+  raw_put(r, r->head, &h, NULL, 0);
+  raw_publish(r, r->head + 2048);
+}
+static void arm_payload_over_len(raw_t *r) { /* payload would extend one byte past the frame */
+  hms__frame_hdr_t h = mkhdr(128, HMS__FRAME_REQUEST, 1, raw_new_id(r), 65);
+  raw_put(r, r->head, &h, NULL, 0);
+  raw_publish(r, r->head + 128);
+}
+static void arm_payload_huge(raw_t *r) { /* 4 GiB payload in a 64-byte frame: catches 32-bit overflow */
+  hms__frame_hdr_t h = mkhdr(64, HMS__FRAME_REQUEST, 1, raw_new_id(r), UINT32_MAX);
+  raw_put(r, r->head, &h, NULL, 0);
+  raw_publish(r, r->head + 64);
+}
+static void valid_frame_at_head(raw_t *r) {
+  hms__frame_hdr_t h = mkhdr(64, HMS__FRAME_REQUEST, 1, raw_new_id(r), 0);
+  raw_put(r, r->head, &h, NULL, 0);
+}
+static void arm_head_past_capacity(raw_t *r) { /* more published than the ring can hold */
+  valid_frame_at_head(r);
+  raw_publish(r, r->head + r->cap + 64);
+}
+static void arm_head_unaligned(raw_t *r) {
+  valid_frame_at_head(r);
+  raw_publish(r, r->head + 100);
+}
+static void arm_head_backwards(raw_t *r) { /* head behind what the server already consumed */
+  raw_publish(r, r->head - 64);
+}
+static void arm_head_huge(raw_t *r) { /* head near 2^64: "head - pos" style arithmetic must not wrap */
+  valid_frame_at_head(r);
+  raw_publish(r, UINT64_MAX & ~(uint64_t)63);
+}
+static void arm_kind(raw_t *r, uint16_t kind) {
+  hms__frame_hdr_t h = mkhdr(64, kind, 1, raw_new_id(r), 0);
+  raw_put(r, r->head, &h, NULL, 0);
+  raw_publish(r, r->head + 64);
+}
+static void arm_kind_response(raw_t *r) { arm_kind(r, HMS__FRAME_RESPONSE); }
+static void arm_kind_unknown(raw_t *r) { arm_kind(r, 77); }
+static void arm_kind_zero(raw_t *r) { arm_kind(r, 0); }
+static void arm_pad_short(raw_t *r) { /* a PAD must run exactly to the end of the ring */
+  hms__frame_hdr_t h = mkhdr(128, HMS__FRAME_PAD, 0, 0, 0);
+  raw_put(r, r->head, &h, NULL, 0);
+  raw_publish(r, r->head + 128);
+}
+static void arm_pad_short_near_end(raw_t *r) {
+  for (int i = 0; i < 3; i++) CHECK(raw_echo(r, 960, true), "prelude echo %d", i);
+  hms__frame_hdr_t h = mkhdr(512, HMS__FRAME_PAD, 0, 0, 0); /* 960 bytes to the end */
+  raw_put(r, r->head, &h, NULL, 0);
+  raw_publish(r, r->head + 512);
+}
+/* Response-ring tail attacks. The server only re-reads the tail when its cached view says the ring is
+ * nearly full, so three 1 KiB replies are left unread first (3136 bytes of a 4096-byte ring in use;
+ * the third reply already made the server read and cache tail = 64). The next request then forces the
+ * server to validate the corrupt tail before it may start the call. */
+static void resp_tail_prelude(raw_t *r) {
+  for (int i = 0; i < 3; i++) CHECK(raw_echo(r, 960, false), "prelude echo %d", i);
+}
+static void publish_valid_request(raw_t *r) {
+  valid_frame_at_head(r);
+  r->head += 64;
+  raw_publish(r, r->head);
+}
+static void arm_resp_tail_beyond_head(raw_t *r) { /* claims to have consumed replies never written */
+  resp_tail_prelude(r);
+  atomic_store(&r->respc->tail, r->rread + 64);
+  publish_valid_request(r);
+}
+static void arm_resp_tail_unaligned(raw_t *r) {
+  resp_tail_prelude(r);
+  atomic_store(&r->respc->tail, 100);
+  publish_valid_request(r);
+}
+static void arm_resp_tail_backwards(raw_t *r) { /* tail 0 after the server saw 64 */
+  resp_tail_prelude(r);
+  atomic_store(&r->respc->tail, 0);
+  publish_valid_request(r);
+}
+static void arm_socket_chatter(raw_t *r) { /* nothing may be sent on an active connection's socket */
+  ssize_t w = send(r->sock, "evil", 4, MSG_NOSIGNAL);
+  (void)w;
+}
+
+typedef struct {
+  const char *name;
+  void (*arm)(raw_t *r);
+  const char *expect; /* substring of the DATA_LOSS message, when the server leaves one */
+} ring_attack_t;
+
+static const ring_attack_t ring_attacks[] = {
+    {"frame len not a multiple of 64", arm_len_unaligned, "corrupt frame header"},
+    {"frame len zero", arm_len_zero, "corrupt frame header"},
+    {"frame len larger than the published bytes", arm_len_over_published, "corrupt frame header"},
+    {"frame len larger than the bytes to the end of the ring", arm_len_over_end, "to end 960"},
+    {"frame len larger than the max frame", arm_len_over_max, "max frame"},
+    {"payload_len > len - 64", arm_payload_over_len, "payload length 65"},
+    {"payload_len 4 GiB in a 64-byte frame", arm_payload_huge, "payload length 4294967295"},
+    {"head moved past tail + capacity", arm_head_past_capacity, "ring head"},
+    {"head not a multiple of 64", arm_head_unaligned, "ring head"},
+    {"head moved backwards", arm_head_backwards, "ring head"},
+    {"head near 2^64", arm_head_huge, "ring head"},
+    {"frame kind RESPONSE in the request ring", arm_kind_response, "unexpected frame kind 2"},
+    {"unknown frame kind 77", arm_kind_unknown, "unexpected frame kind 77"},
+    {"frame kind 0", arm_kind_zero, "unexpected frame kind 0"},
+    {"PAD frame shorter than the rest of the ring", arm_pad_short, "corrupt pad frame"},
+    {"PAD frame near the end, not reaching it", arm_pad_short_near_end, "corrupt pad frame"},
+    {"response tail moved beyond its head", arm_resp_tail_beyond_head, NULL},
+    {"response tail not a multiple of 64", arm_resp_tail_unaligned, NULL},
+    {"response tail moved backwards", arm_resp_tail_backwards, NULL},
+    {"bytes sent on the socket after the handshake", arm_socket_chatter, NULL},
+};
+
+/* Looks for the server's parting DATA_LOSS frame (call_id 0) among the unread responses. */
+static int raw_find_goodbye(raw_t *r, int32_t *status, char *msg, size_t cap) {
+  hms__frame_hdr_t h;
+  uint8_t p[512];
+  while (raw_next_response(r, &h, p, sizeof p, 0)) {
+    if (h.kind == HMS__FRAME_RESPONSE && h.call_id == 0) {
+      *status = h.status;
+      if (!parse_error_payload(p, h.payload_len < sizeof p ? h.payload_len : sizeof p, msg, cap)) msg[0] = 0;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static int goodbye_frames = 0;
+static void run_ring_attack(const ring_attack_t *a) {
+  g_test = a->name;
+  raw_t r;
+  if (raw_connect(&r, RAW_RING, true) != 0) {
+    CHECK(0, "the server did not complete a raw handshake (stopped accepting connections?)");
+    target_restart("no handshake");
+    return;
+  }
+  /* Proves the hand-made connection works, so the hang-up below is caused by the attack alone. */
+  CHECK(raw_echo(&r, 0, true), "baseline echo on the raw connection");
+  a->arm(&r);
+  raw_ring(&r);
+  int64_t t0 = now_ns();
+  bool closed = wait_closed(r.sock, 1000);
+  /* KNOWN CORE BUG while this fails for every attack below (see the report / the comment at the top):
+   * hms_node_serve() keeps a connection that hms__drain() marked dead until the next
+   * hms__handle_events(), which its pre-sleep "pending" scan never reaches while the dead connection's
+   * unconsumed request data is there (busy loop), or which blocks in epoll_wait() without a timeout. */
+  CHECK(closed, "the server did not close the corrupt connection within 1 s (known core bug: dead connection "
+                "not dropped by hms_node_serve)");
+  if (verbose) printf("    %-55s closed after %.2f ms\n", a->name, (now_ns() - t0) / 1e6);
+  int32_t status = 0;
+  char msg[300];
+  if (raw_find_goodbye(&r, &status, msg, sizeof msg)) {
+    goodbye_frames++;
+    CHECK(status == HMS_DATA_LOSS, "goodbye frame status %d", status);
+    if (a->expect) CHECK(strstr(msg, a->expect) != NULL, "goodbye message '%s' lacks '%s'", msg, a->expect);
+    if (verbose) printf("      goodbye: %s\n", msg);
+  }
+  raw_close(&r);
+  if (!closed) target_restart("wedged by a corrupt connection");
+  check_target();
+}
+
+/* ---------------------------------------------------------------- handshake attacks */
+/* Sends one message on a fresh socket and expects the server to hang up without a welcome. */
+static void hs_expect_drop(const char *name, const void *buf, size_t len, const int *fds, int nfds) {
+  g_test = name;
+  int s = raw_sock();
+  CHECK(s >= 0, "connect failed");
+  if (s < 0) return;
+  send_msg_fds(s, buf, len, fds, nfds);
+  hms__welcome_t w;
+  int got[8], ngot;
+  ssize_t n = recv_msg_fds(s, &w, sizeof w, got, 8, &ngot, 1000);
+  CHECK(n == 0, "expected a hang-up without a welcome, got %zd bytes (%s)", n, n < 0 ? strerror(errno) : "data");
+  CHECK(ngot == 0, "the server sent %d descriptors to a bad hello", ngot);
+  close_fds(got, ngot);
+  close(s);
+  check_target();
+}
+
+/* Expects a welcome with `status`, no descriptors, a NUL-terminated message containing both substrings,
+ * then a hang-up. */
+static void hs_expect_refusal(const char *name, const hms__hello_t *h, hms_status_t status, const char *s1,
+                              const char *s2) {
+  g_test = name;
+  int s = raw_sock();
+  CHECK(s >= 0, "connect failed");
+  if (s < 0) return;
+  send_msg_fds(s, h, sizeof *h, NULL, 0);
+  hms__welcome_t w;
+  memset(&w, 0, sizeof w);
+  int got[8], ngot;
+  ssize_t n = recv_msg_fds(s, &w, sizeof w, got, 8, &ngot, 1000);
+  CHECK(n == (ssize_t)sizeof w, "welcome of %zd bytes", n);
+  CHECK(w.magic == HMS__WELCOME_MAGIC, "welcome magic %#llx", (unsigned long long)w.magic);
+  CHECK(w.status == status, "welcome status %d (%s), expected %s", w.status, hms_status_str(w.status),
+        hms_status_str(status));
+  CHECK(ngot == 0, "a refusal carried %d descriptors", ngot);
+  close_fds(got, ngot);
+  bool terminated = memchr(w.message, 0, sizeof w.message) != NULL;
+  CHECK(terminated, "the refusal message is not NUL-terminated");
+  if (terminated) {
+    if (s1) CHECK(strstr(w.message, s1) != NULL, "message '%s' lacks '%s'", w.message, s1);
+    if (s2) CHECK(strstr(w.message, s2) != NULL, "message '%s' lacks '%s'", w.message, s2);
+    if (verbose) printf("    %-55s -> %s: %s\n", name, hms_status_str(w.status), w.message);
+  }
+  CHECK(wait_closed(s, 1000), "the server kept the refused connection open");
+  close(s);
+  check_target();
+}
+
+static void test_handshake_attacks(void) {
+  hms__hello_t h;
+  char a[64], b[64];
+
+  /* Wrong magic: not our protocol at all; dropped without an answer. */
+  hello_init(&h, 0);
+  h.magic ^= 0x5a5a;
+  hs_expect_drop("hello with a wrong magic", &h, sizeof h, NULL, 0);
+
+  /* Wrong ABI / protocol: refused with FAILED_PRECONDITION naming both versions, then closed. */
+  hello_init(&h, 0);
+  h.abi = 99;
+  snprintf(a, sizeof a, "client 99/%u", HMS__PROTO_VERSION);
+  snprintf(b, sizeof b, "server %u/%u", HMS_FFI_ABI_VERSION, HMS__PROTO_VERSION);
+  hs_expect_refusal("hello with a wrong ABI number", &h, HMS_FAILED_PRECONDITION, a, b);
+  hello_init(&h, 0);
+  h.proto = 77;
+  snprintf(a, sizeof a, "client %u/77", HMS_FFI_ABI_VERSION);
+  hs_expect_refusal("hello with a wrong protocol number", &h, HMS_FAILED_PRECONDITION, a, b);
+
+  /* Wrong sizes: short, long (truncated by the server's recv) and empty messages are dropped. */
+  uint8_t big[sizeof(hms__hello_t) + 64];
+  hello_init(&h, 0);
+  memset(big, 0, sizeof big);
+  memcpy(big, &h, sizeof h);
+  hs_expect_drop("hello 8 bytes too short", &h, sizeof h - 8, NULL, 0);
+  hs_expect_drop("hello 64 bytes too long", big, sizeof big, NULL, 0);
+  hs_expect_drop("empty hello message", &h, 0, NULL, 0);
+
+  /* The client's doorbell must be an eventfd: a pipe (which could block the server) is refused. */
+  int p[2];
+  if (pipe(p) == 0) {
+    hello_init(&h, 0);
+    hs_expect_drop("hello whose doorbell is a pipe", &h, sizeof h, &p[1], 1);
+    close(p[0]);
+    close(p[1]);
+  }
+
+  /* Unterminated / wrong service names: NOT_FOUND, with the (bounded) name quoted back. Every string
+   * field is filled to the end, so a server that strcmp()s or prints them without terminating them
+   * first reads past the hello (ASan reports it). */
+  hello_init(&h, 0);
+  memset(h.service, 'A', sizeof h.service);
+  memset(h.version, '9', sizeof h.version);
+  memset(h.client_node, 'C', sizeof h.client_node);
+  hs_expect_refusal("hello with unterminated service/version fields", &h, HMS_NOT_FOUND, TARGET_SVC, NULL);
+  hello_init(&h, 0);
+  hms__strlcpy(h.version, "9.9.9", sizeof h.version);
+  hs_expect_refusal("hello for another version", &h, HMS_NOT_FOUND, TARGET_SVC, NULL);
+
+  /* Ring sizes out of range: the server must not allocate what a client asks blindly. */
+  hello_init(&h, 5000);
+  hs_expect_refusal("hello asking for a 5000-byte ring", &h, HMS_INVALID_ARGUMENT, "5000", NULL);
+  hello_init(&h, 2048);
+  hs_expect_refusal("hello asking for a ring below the minimum", &h, HMS_INVALID_ARGUMENT, "2048", NULL);
+  hello_init(&h, 1ull << 40);
+  hs_expect_refusal("hello asking for a 1 TiB ring", &h, HMS_INVALID_ARGUMENT, "1099511627776", NULL);
+
+  /* Extra descriptors in the hello are closed, the handshake itself proceeds (the server's descriptor
+   * count is compared at the end of part 1). */
+  g_test = "hello carrying 3 descriptors";
+  {
+    int s = raw_sock();
+    int extra[3] = {eventfd(0, EFD_CLOEXEC), eventfd(0, EFD_CLOEXEC), eventfd(0, EFD_CLOEXEC)};
+    hello_init(&h, RAW_RING);
+    send_msg_fds(s, &h, sizeof h, extra, 3);
+    hms__welcome_t w;
+    int got[4], ngot;
+    ssize_t n = recv_msg_fds(s, &w, sizeof w, got, 4, &ngot, 1000);
+    CHECK(n == (ssize_t)sizeof w && w.status == HMS_OK && ngot == 2, "n %zd status %d fds %d", n, w.status, ngot);
+    close_fds(got, ngot);
+    close_fds(extra, 3);
+    close(s);
+    check_target();
+  }
+
+  /* Silent clients (connect, send nothing): the server keeps them in the handshake state without
+   * blocking on them; everybody else is served meanwhile, new handshakes included. */
+  g_test = "connect and send nothing";
+  {
+    int silent[8];
+    for (int i = 0; i < 8; i++) silent[i] = raw_sock();
+    CHECK(good_echo(), "good client blocked by silent handshakes");
+    raw_t r;
+    bool ok = raw_connect(&r, RAW_RING, false) == 0;
+    CHECK(ok, "a new handshake was blocked by silent ones");
+    if (ok) {
+      CHECK(raw_echo(&r, 100, true), "echo on a raw connection next to silent ones");
+      raw_close(&r);
+    }
+    for (int i = 0; i < 8; i++)
+      if (silent[i] >= 0) close(silent[i]);
+    check_target();
+  }
+
+  /* Connect and close at once, many times: accept must cope with peers that are already gone. */
+  g_test = "connect and close immediately";
+  for (int i = 0; i < 32; i++) {
+    int s = raw_sock();
+    if (s >= 0) close(s);
+  }
+  check_target();
+  /* Half a handshake: hello sent, then gone before the welcome could be read. */
+  for (int i = 0; i < 16; i++) {
+    int s = raw_sock();
+    hello_init(&h, RAW_RING);
+    if (s >= 0) {
+      send_msg_fds(s, &h, sizeof h, NULL, 0);
+      close(s);
+    }
+  }
+  check_target();
+}
+
+/* ---------------------------------------------------------------- non-fatal misbehaviour */
+/* A request for a function that does not exist is answered (UNIMPLEMENTED), not a reason to drop. */
+static void test_unknown_function(void) {
+  g_test = "request for an unknown function id";
+  raw_t r;
+  if (raw_connect(&r, RAW_RING, false) != 0) {
+    CHECK(0, "raw handshake failed");
+    target_restart("no handshake");
+    return;
+  }
+  uint64_t id = raw_new_id(&r);
+  hms__frame_hdr_t h = mkhdr(64, HMS__FRAME_REQUEST, 999, id, 0);
+  raw_put(&r, r.head, &h, NULL, 0);
+  r.head += 64;
+  raw_publish(&r, r.head);
+  raw_ring(&r);
+  hms__frame_hdr_t rh;
+  uint8_t p[512];
+  char msg[300] = "";
+  bool got = raw_next_response(&r, &rh, p, sizeof p, 1000);
+  CHECK(got, "no reply");
+  if (got) {
+    CHECK(rh.call_id == id && rh.status == HMS_UNIMPLEMENTED, "reply id %llu status %d",
+          (unsigned long long)rh.call_id, rh.status);
+    CHECK(parse_error_payload(p, rh.payload_len, msg, sizeof msg) && strstr(msg, "999"), "message '%s'", msg);
+  }
+  raw_consume_to(&r, r.rread);
+  CHECK(raw_echo(&r, 32, true), "the connection stopped working after an unknown function id");
+  CHECK(!wait_closed(r.sock, 20), "the server dropped a connection for an unknown function id");
+  raw_close(&r);
+  check_target();
+}
+
+/* A client that stops reading its replies stalls only itself: the server stops starting its calls
+ * (never overwriting unread replies), keeps serving others and keeps accepting; once the client reads
+ * and rings, every remaining request is answered. */
+static void test_stalled_consumer(void) {
+  g_test = "client that never reads its replies";
+  raw_t r;
+  if (raw_connect(&r, RAW_RING, false) != 0) {
+    CHECK(0, "raw handshake failed");
+    target_restart("no handshake");
+    return;
+  }
+  enum { N = 48 };
+  uint64_t first = r.next_id + 1;
+  for (int i = 0; i < N; i++) {
+    hms__frame_hdr_t h = mkhdr(64, HMS__FRAME_REQUEST, 1, raw_new_id(&r), 0);
+    raw_put(&r, r.head, &h, NULL, 0);
+    r.head += 64;
+  }
+  raw_publish(&r, r.head);
+  raw_ring(&r);
+  /* Wait until the server stops producing (nothing new for 50 ms). */
+  uint64_t last = 0;
+  int64_t stable_since = now_ns(), t_end = now_ns() + 1000 * MS;
+  while (now_ns() < t_end) {
+    uint64_t hd = atomic_load(&r.respc->head);
+    if (hd != last) {
+      last = hd;
+      stable_since = now_ns();
+    } else if (now_ns() - stable_since > 50 * MS) {
+      break;
+    }
+    usleep(1000);
+  }
+  CHECK(last > 0 && last <= r.rcap, "server produced %llu reply bytes into a %llu-byte ring nobody reads",
+        (unsigned long long)last, (unsigned long long)r.rcap);
+  CHECK(last < (uint64_t)N * 64, "server answered all %d calls although the ring could not hold them", N);
+  CHECK(good_echo(), "the good client was stalled by another client's full response ring");
+  raw_t r2;
+  bool ok2 = raw_connect(&r2, RAW_RING, false) == 0;
+  CHECK(ok2, "KNOWN CORE BUG (see report): the server stopped accepting connections while one client "
+             "does not read its replies");
+  if (ok2) {
+    CHECK(raw_echo(&r2, 16, true), "echo on a second raw connection");
+    raw_close(&r2);
+  }
+  /* Now read everything; each read publishes the tail and rings the server if it waits for space. */
+  int got = 0;
+  uint64_t expect = first;
+  hms__frame_hdr_t h;
+  uint8_t p[64];
+  while (got < N && raw_next_response(&r, &h, p, sizeof p, 1000)) {
+    CHECK(h.kind == HMS__FRAME_RESPONSE && h.call_id == expect && h.status == HMS_OK, "reply %d: id %llu status %d",
+          got, (unsigned long long)h.call_id, h.status);
+    expect++;
+    got++;
+    raw_consume_to(&r, r.rread);
+  }
+  CHECK(got == N, "only %d of %d replies arrived after the client caught up", got, N);
+  raw_close(&r);
+  if (!ok2) target_restart("wedged by a stalled consumer");
+  check_target();
+}
+
+/* ---------------------------------------------------------------- part 1 fuzzer */
+static uint64_t pick_u64(const uint64_t *v, int n) { return v[rnd() % (uint64_t)n]; }
+
+static void fuzz_mutate(raw_t *r) {
+  uint64_t cap = r->cap;
+  switch (rnd() % 10) {
+    case 0: { /* a random request head */
+      uint64_t v[] = {r->head + 64 * (rnd() % 80), r->head + rnd() % 5000, rnd(), r->head - 64 * (1 + rnd() % 4),
+                      UINT64_MAX - rnd() % 128, r->head + cap, r->head + cap + 64};
+      raw_publish(r, pick_u64(v, 7));
+      break;
+    }
+    case 1:
+    case 9: { /* one plausible frame with random fields, then a plausible or random head */
+      uint32_t lens[] = {64, 128, (uint32_t)(64 * (1 + rnd() % 40)), (uint32_t)rnd(), (uint32_t)(rnd() % 8192),
+                         (uint32_t)(cap - (r->head & (cap - 1)))};
+      uint16_t kinds[] = {HMS__FRAME_REQUEST, HMS__FRAME_RESPONSE, HMS__FRAME_PAD, HMS__FRAME_CANCEL, (uint16_t)rnd()};
+      hms__frame_hdr_t h;
+      for (size_t i = 0; i < sizeof h; i++) ((uint8_t *)&h)[i] = (uint8_t)rnd();
+      h.len = lens[rnd() % 6];
+      h.kind = kinds[rnd() % 5];
+      uint32_t fns[] = {1, 0, 2, (uint32_t)rnd()};
+      h.fn_id = fns[rnd() % 4];
+      uint32_t pls[] = {0, h.len >= 64 ? h.len - 64 : 0, (uint32_t)(rnd() % 2048), (uint32_t)rnd()};
+      h.payload_len = pls[rnd() % 4];
+      int64_t dls[] = {0, (int64_t)rnd(), now_ns() + 1000 * MS, 1};
+      h.deadline_ns = dls[rnd() % 4];
+      h.flags = (uint16_t)(rnd() & 3);
+      raw_put(r, r->head, &h, NULL, 0);
+      uint64_t heads[] = {r->head + ((h.len + 63ull) & ~63ull), r->head + h.len, r->head + 64, rnd()};
+      raw_publish(r, heads[rnd() % 4]);
+      break;
+    }
+    case 2: { /* random bytes anywhere in the request data */
+      uint64_t off = rnd() % cap, n = 1 + rnd() % 64;
+      if (off + n > cap) n = cap - off;
+      for (uint64_t i = 0; i < n; i++) r->reqd[off + i] = (uint8_t)rnd();
+      break;
+    }
+    case 3: { /* flip bits in the frame at the head and publish it */
+      uint64_t off = r->head & (cap - 1);
+      for (int k = 0; k < 1 + (int)(rnd() % 4); k++) r->reqd[off + rnd() % 64] ^= (uint8_t)(1u << (rnd() % 8));
+      raw_publish(r, r->head + 64 * (1 + rnd() % 4));
+      break;
+    }
+    case 4: { /* the response tail */
+      uint64_t v[] = {rnd(), r->rread + 64 * (1 + rnd() % 8), r->rread + 1 + rnd() % 63, r->rread - 64, 0};
+      atomic_store(&r->respc->tail, pick_u64(v, 5));
+      break;
+    }
+    case 5: /* the other request-ring control words */
+      switch (rnd() % 5) {
+        case 0: atomic_store(&r->reqc->data_seq, (uint32_t)rnd()); break;
+        case 1: atomic_store(&r->reqc->consumer_sleeping, (uint32_t)rnd()); break;
+        case 2: atomic_store(&r->reqc->producer_waiting, (uint32_t)rnd()); break;
+        case 3: atomic_store(&r->reqc->space_seq, (uint32_t)rnd()); break;
+        default: atomic_store(&r->reqc->tail, rnd()); break;
+      }
+      break;
+    case 6: /* the response-ring control words the server reads or writes */
+      switch (rnd() % 4) {
+        case 0: atomic_store(&r->respc->consumer_sleeping, (uint32_t)rnd()); break;
+        case 1: atomic_store(&r->respc->producer_waiting, (uint32_t)rnd()); break;
+        case 2: atomic_store(&r->respc->head, rnd()); break;
+        default: atomic_store(&r->respc->data_seq, (uint32_t)rnd()); break;
+      }
+      break;
+    case 7: { /* the connection header (sizes, magic) */
+      uint64_t off = rnd() % HMS__REQ_CTL_OFFSET;
+      r->map[off] = (uint8_t)rnd();
+      break;
+    }
+    default: { /* response data */
+      uint64_t off = rnd() % r->rcap;
+      r->respd[off] = (uint8_t)rnd();
+      break;
+    }
+  }
+}
+
+static void fuzz_target(int iters, uint64_t seed) {
+  g_test = "fuzz: random garbage from a client";
+  rng_state = seed;
+  printf("  part 1 fuzz: seed 0x%016llx, %d rounds (HMS_EVIL_SEED / HMS_EVIL_ITERS to change)\n",
+         (unsigned long long)seed, iters);
+  int lost = 0, closed_rounds = 0;
+  int64_t t0 = now_ns();
+  for (int i = 0; i < iters; i++) {
+    raw_t r;
+    if (raw_connect(&r, RAW_RING, rnd() & 1) != 0) {
+      CHECK(0, "round %d: the server no longer completes handshakes", i);
+      target_restart("no handshake while fuzzing");
+      if (++lost >= 3) {
+        CHECK(0, "fuzzing abandoned after %d restarts", lost);
+        return;
+      }
+      continue;
+    }
+    if (rnd() % 3 == 0) CHECK(raw_echo(&r, (uint32_t)(rnd() % 900), rnd() & 1), "round %d: valid echo", i);
+    int muts = 1 + (int)(rnd() % 6);
+    for (int m = 0; m < muts; m++) fuzz_mutate(&r);
+    raw_ring(&r);
+    /* Give the server the time to look at it: until it hangs up, or consumed everything published. */
+    int64_t end = now_ns() + 3 * MS;
+    for (;;) {
+      struct pollfd pf = {.fd = r.sock, .events = POLLRDHUP};
+      if (poll(&pf, 1, 0) > 0) {
+        closed_rounds++;
+        break;
+      }
+      if (atomic_load(&r.reqc->tail) == atomic_load(&r.reqc->head) || now_ns() > end) break;
+      usleep(50);
+    }
+    raw_close(&r);
+    if (i % 64 == 63) check_target();
+  }
+  check_target();
+  printf("  part 1 fuzz: %d rounds in %.2f s, %d hung up on by the server, %d restarts\n", iters,
+         (now_ns() - t0) / 1e9, closed_rounds, lost);
+}
+
+static void part1(uint64_t seed, int iters) {
+  printf("part 1: evil clients against a real server\n");
+  if (!target_start()) {
+    fprintf(stderr, "cannot start the target server\n");
+    exit(2);
+  }
+  g_test = "setup";
+  CHECK(good_echo(), "the good client works before any attack");
+  int64_t t0 = now_ns();
+  for (size_t i = 0; i < sizeof ring_attacks / sizeof ring_attacks[0]; i++) run_ring_attack(&ring_attacks[i]);
+  printf("  %zu ring attacks (%d left a DATA_LOSS goodbye frame) in %.2f s\n",
+         sizeof ring_attacks / sizeof ring_attacks[0], goodbye_frames, (now_ns() - t0) / 1e9);
+  t0 = now_ns();
+  test_handshake_attacks();
+  test_unknown_function();
+  test_stalled_consumer();
+  printf("  handshake and misbehaviour tests in %.2f s\n", (now_ns() - t0) / 1e9);
+  fuzz_target(iters, seed);
+
+  /* Every raw connection is closed now: the server must be back to its initial descriptors (a leaked
+   * connection, doorbell or client eventfd would show here). */
+  g_test = "server descriptors after the attacks";
+  int fds = -1;
+  for (int i = 0; i < 100; i++) {
+    fds = count_fds(T.pid);
+    if (fds == T.srv_fds) break;
+    good_echo(); /* events make the server drop hung-up connections */
+    usleep(10000);
+  }
+  CHECK(fds == T.srv_fds, "server has %d descriptors, %d before the attacks", fds, T.srv_fds);
+
+  g_test = "server shutdown";
+  hms_client_close(T.good);
+  T.good = NULL;
+  bool alive = target_alive();
+  CHECK(alive, "server died");
+  if (alive) {
+    kill(T.pid, SIGTERM);
+    int st = 0;
+    int64_t end = now_ns() + 5000 * MS;
+    pid_t w = 0;
+    while ((w = waitpid(T.pid, &st, WNOHANG)) == 0 && now_ns() < end) usleep(5000);
+    if (w == 0) {
+      CHECK(0, "server did not stop on SIGTERM within 5 s");
+      kill(T.pid, SIGKILL);
+      waitpid(T.pid, &st, 0);
+    } else {
+      /* Exit 0 also means ASan/UBSan/LSan found nothing in the server process. */
+      CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "server exit status %d (signal %d)",
+            WIFEXITED(st) ? WEXITSTATUS(st) : -1, WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    }
+    T.reaped = true;
+  }
+  if (T.restarts) printf("  the target server had to be restarted %d time(s)\n", T.restarts);
+}
+
+/* ================================================================ part 2: evil server, real client */
+#define EVIL_SVC "evil.server"
+#define EVIL_VER "1.0.0"
+#define EVIL_CAP 4096ull
+
+enum {
+  EV_QUIT = 0,
+  /* handshake attacks */
+  EV_HS_BAD_MAGIC,
+  EV_HS_SHORT_WELCOME,
+  EV_HS_ERR_NO_NUL,
+  EV_HS_ERR_BAD_STATUS,
+  EV_HS_WRONG_ABI,
+  EV_HS_NO_FDS,
+  EV_HS_ONE_FD,
+  EV_HS_THREE_FDS,
+  EV_HS_MANY_FDS,
+  EV_HS_UNSEALED,
+  EV_HS_SIZE_SMALLER,
+  EV_HS_NOT_MEMFD,
+  EV_HS_CAP_NOT_POW2,
+  EV_HS_CAP_TOO_SMALL,
+  EV_HS_TOTAL_LIE,
+  EV_HS_HDR_DISAGREES,
+  EV_HS_FN_COUNT_HUGE,
+  EV_HS_TABLE_HUGE,
+  EV_HS_FN_NAME_TOO_LONG,
+  EV_HS_FN_NAME_ZERO,
+  EV_HS_FN_PAST_TABLE,
+  EV_HS_FN_TRUNCATED,
+  EV_HS_FN_BAD_CHARS,
+  EV_HS_FN_NAME_SLASH,
+  EV_HS_CLOSE,
+  EV_HS_SILENT,
+  /* after a valid handshake */
+  EV_R_VALID,
+  EV_R_LEN_UNALIGNED,
+  EV_R_LEN_ZERO,
+  EV_R_LEN_OVER_AVAIL,
+  EV_R_LEN_OVER_END,
+  EV_R_LEN_OVER_MAX,
+  EV_R_PAYLOAD_OVER,
+  EV_R_PAYLOAD_HUGE,
+  EV_R_HEAD_BEYOND,
+  EV_R_HEAD_UNALIGNED,
+  EV_R_HEAD_BACKWARDS,
+  EV_R_HEAD_HUGE,
+  EV_R_KIND_REQUEST,
+  EV_R_KIND_UNKNOWN,
+  EV_R_KIND_CANCEL,
+  EV_R_PAD_SHORT,
+  EV_R_ERR_MLEN,
+  EV_R_ERR_MLEN_WRAP,
+  EV_R_ERR_SHORT,
+  EV_R_STATUS_12345,
+  EV_R_STATUS_NEG,
+  EV_R_UNKNOWN_ID,
+  EV_R_CALLID0_BYE,
+  EV_R_REQ_TAIL,
+  EV_R_SILENT,
+  EV_R_CLOSE,
+  EV_R_CHATTER,
+  EV_R_FUZZ,
+};
+
+typedef struct {
+  int32_t mode;
+  uint32_t nvalid; /* valid replies to serve before the attack */
+  uint64_t arg;    /* fuzz seed */
+} evil_cmd_t;
+
+typedef struct {
+  int sock, bell, cmd_fd;
+  uint8_t *map;
+  size_t map_len;
+  uint64_t cap;
+  hms__ring_ctl_t *reqc, *respc;
+  uint8_t *reqd, *respd;
+  uint64_t req_pos, resp_pos;
+} evil_t;
+
+typedef struct {
+  uint64_t id;
+  uint32_t fn_id, plen;
+  uint8_t payload[1024];
+} evil_req_t;
+
+static int evil_errors = 0;
+#define EVIL_ERR(...)                          \
+  do {                                         \
+    fprintf(stderr, "evil server: " __VA_ARGS__); \
+    fprintf(stderr, "\n");                     \
+    evil_errors++;                             \
+  } while (0)
+
+static void evil_reset(evil_t *ev) {
+  if (ev->sock >= 0) close(ev->sock);
+  if (ev->bell >= 0) close(ev->bell);
+  if (ev->map) munmap(ev->map, ev->map_len);
+  int cmd = ev->cmd_fd;
+  memset(ev, 0, sizeof *ev);
+  ev->sock = ev->bell = -1;
+  ev->cmd_fd = cmd;
+}
+
+/* The function table for {"f"}: {u32 id, u32 flags, u32 name_len, name padded to 4}. */
+static size_t table_one(uint8_t *t, const char *name, uint32_t name_len, uint32_t pad_to) {
+  uint32_t rec[3] = {1, 0, name_len};
+  memcpy(t, rec, 12);
+  size_t n = strlen(name);
+  memcpy(t + 12, name, n);
+  size_t padded = (pad_to + 3) & ~(size_t)3;
+  if (padded > n) memset(t + 12 + n, 0, padded - n);
+  return 12 + padded;
+}
+
+/* Creates the connection memory (sealed memfd) with a correct header and the given function table,
+ * and fills the matching welcome. Returns the memfd; the mapping stays in ev. */
+static int evil_layout(evil_t *ev, uint64_t cap, const uint8_t *table, uint64_t tbytes, uint32_t fcount,
+                       hms__welcome_t *w) {
+  uint64_t total = hms__conn_total_bytes(cap, cap, tbytes);
+  void *map = NULL;
+  char why[160];
+  int memfd = hms__memfd_create_sealed(total, &map, why, sizeof why);
+  if (memfd < 0) {
+    EVIL_ERR("memfd: %s", why);
+    return -1;
+  }
+  ev->map = map;
+  ev->map_len = total;
+  ev->cap = cap;
+  hms__conn_hdr_t *h = map;
+  h->magic = HMS__CONN_MAGIC;
+  h->proto = HMS__PROTO_VERSION;
+  h->header_bytes = HMS__CONN_HEADER_BYTES;
+  h->req_cap = cap;
+  h->resp_cap = cap;
+  h->table_bytes = tbytes;
+  h->total_bytes = total;
+  ev->reqc = (hms__ring_ctl_t *)(ev->map + HMS__REQ_CTL_OFFSET);
+  ev->respc = (hms__ring_ctl_t *)(ev->map + HMS__RESP_CTL_OFFSET);
+  ev->reqd = ev->map + HMS__CONN_HEADER_BYTES;
+  ev->respd = ev->map + HMS__CONN_HEADER_BYTES + cap;
+  if (tbytes && table) memcpy(ev->map + HMS__CONN_HEADER_BYTES + 2 * cap, table, tbytes);
+  /* Ask the client to ring our eventfd on every request, so we need not poll the ring. */
+  atomic_store(&ev->reqc->consumer_sleeping, 1);
+  memset(w, 0, sizeof *w);
+  w->magic = HMS__WELCOME_MAGIC;
+  w->abi = HMS_FFI_ABI_VERSION;
+  w->proto = HMS__PROTO_VERSION;
+  w->status = HMS_OK;
+  w->req_cap = cap;
+  w->resp_cap = cap;
+  w->table_bytes = tbytes;
+  w->total_bytes = total;
+  w->function_count = fcount;
+  ev->bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  return memfd;
+}
+
+/* Sends a welcome with {memfd, bell} plus `extra` more descriptors. */
+static bool evil_send_welcome(evil_t *ev, const hms__welcome_t *w, size_t wlen, int memfd, int extra) {
+  int fds[16];
+  int n = 0;
+  fds[n++] = memfd;
+  fds[n++] = ev->bell;
+  int made[16], nmade = 0;
+  for (int i = 0; i < extra && n < 16; i++) {
+    made[nmade] = eventfd(0, EFD_CLOEXEC);
+    fds[n++] = made[nmade++];
+  }
+  bool ok = send_msg_fds(ev->sock, w, wlen, fds, n) == (ssize_t)wlen;
+  close_fds(made, nmade);
+  return ok;
+}
+
+static bool evil_valid_handshake(evil_t *ev, int extra_fds) {
+  uint8_t t[64];
+  size_t tb = table_one(t, "f", 1, 1);
+  hms__welcome_t w;
+  int memfd = evil_layout(ev, EVIL_CAP, t, tb, 1, &w);
+  if (memfd < 0) return false;
+  bool ok = evil_send_welcome(ev, &w, sizeof w, memfd, extra_fds);
+  close(memfd);
+  return ok;
+}
+
+static void evil_wake(evil_t *ev) {
+  atomic_fetch_add_explicit(&ev->respc->data_seq, 1, memory_order_release);
+  hms__futex_wake(&ev->respc->data_seq, INT_MAX, 1);
+}
+static void evil_publish(evil_t *ev, uint64_t head) {
+  atomic_store_explicit(&ev->respc->head, head, memory_order_release);
+  evil_wake(ev);
+}
+static void evil_put(evil_t *ev, uint64_t at, const hms__frame_hdr_t *h, const void *p, size_t plen) {
+  uint64_t off = at & (ev->cap - 1);
+  memcpy(ev->respd + off, h, sizeof *h);
+  if (plen) memcpy(ev->respd + off + sizeof *h, p, plen);
+}
+/* Appends a frame like a correct server (PAD to the end first when it would not fit). */
+static void evil_append(evil_t *ev, const hms__frame_hdr_t *h, const void *p, size_t plen) {
+  uint64_t contig = ev->cap - (ev->resp_pos & (ev->cap - 1));
+  if (h->len > contig) {
+    hms__frame_hdr_t pad = mkhdr((uint32_t)contig, HMS__FRAME_PAD, 0, 0, 0);
+    evil_put(ev, ev->resp_pos, &pad, NULL, 0);
+    ev->resp_pos += contig;
+  }
+  evil_put(ev, ev->resp_pos, h, p, plen);
+  ev->resp_pos += h->len;
+}
+static hms__frame_hdr_t resp_hdr(const evil_req_t *rq, uint32_t plen, int32_t status) {
+  hms__frame_hdr_t h = mkhdr((uint32_t)hms__frame_bytes(plen), HMS__FRAME_RESPONSE, rq->fn_id, rq->id, plen);
+  h.status = status;
+  return h;
+}
+static void evil_reply_valid(evil_t *ev, const evil_req_t *rq) {
+  hms__frame_hdr_t h = resp_hdr(rq, rq->plen, HMS_OK);
+  evil_append(ev, &h, rq->payload, rq->plen);
+  evil_publish(ev, ev->resp_pos);
+}
+static void evil_reply_error(evil_t *ev, const evil_req_t *rq, int32_t status, const char *msg) {
+  uint8_t p[256];
+  uint32_t m = (uint32_t)strlen(msg);
+  memcpy(p, &m, 4);
+  memcpy(p + 4, msg, m);
+  hms__frame_hdr_t h = resp_hdr(rq, 4 + m, status);
+  evil_append(ev, &h, p, 4 + m);
+  evil_publish(ev, ev->resp_pos);
+}
+
+/* Waits for the client's next request (a well-formed one: the real client is not under test for what it
+ * writes here, but a bad frame would be a client bug worth reporting). Gives up when the parent sends
+ * its next command, when the client hangs up, or after 3 s. */
+static bool evil_wait_request(evil_t *ev, evil_req_t *out) {
+  int64_t end = now_ns() + 3000 * MS;
+  for (;;) {
+    uint64_t head = atomic_load_explicit(&ev->reqc->head, memory_order_acquire);
+    if (head != ev->req_pos) {
+      if (head < ev->req_pos || head - ev->req_pos > ev->cap || (head & 63)) {
+        EVIL_ERR("client published a bad request head %llu", (unsigned long long)head);
+        return false;
+      }
+      uint64_t off = ev->req_pos & (ev->cap - 1);
+      hms__frame_hdr_t h;
+      memcpy(&h, ev->reqd + off, sizeof h);
+      if (h.len < 64 || (h.len & 63) || h.len > head - ev->req_pos || h.len > ev->cap - off) {
+        EVIL_ERR("client wrote a bad request frame (len %u)", h.len);
+        return false;
+      }
+      ev->req_pos += h.len;
+      atomic_store_explicit(&ev->reqc->tail, ev->req_pos, memory_order_release);
+      if (h.kind == HMS__FRAME_PAD || h.kind == HMS__FRAME_CANCEL) continue;
+      if (h.kind != HMS__FRAME_REQUEST || h.payload_len > h.len - 64 || h.payload_len > sizeof out->payload) {
+        EVIL_ERR("client wrote an unexpected request frame (kind %u, payload %u)", h.kind, h.payload_len);
+        return false;
+      }
+      out->id = h.call_id;
+      out->fn_id = h.fn_id;
+      out->plen = h.payload_len;
+      memcpy(out->payload, ev->reqd + off + 64, h.payload_len);
+      return true;
+    }
+    if (now_ns() > end) return false;
+    struct pollfd p[3] = {{.fd = ev->bell, .events = POLLIN},
+                          {.fd = ev->cmd_fd, .events = POLLIN},
+                          {.fd = ev->sock, .events = POLLRDHUP}};
+    int pr = poll(p, 3, 10);
+    if (pr > 0) {
+      if (p[1].revents || p[2].revents) return false; /* the parent moved on / the client left */
+      uint64_t v;
+      while (read(ev->bell, &v, sizeof v) > 0) {
+      }
+    }
+  }
+}
+
+/* Random garbage into the response side (part-2 fuzzer). */
+static void evil_fuzz(evil_t *ev, const evil_req_t *rq) {
+  int frames = 1 + (int)(rnd() % 3);
+  uint64_t pos = ev->resp_pos;
+  for (int i = 0; i < frames; i++) {
+    hms__frame_hdr_t h;
+    for (size_t k = 0; k < sizeof h; k++) ((uint8_t *)&h)[k] = (uint8_t)rnd();
+    uint32_t lens[] = {64, 128, (uint32_t)(64 * (1 + rnd() % 40)), (uint32_t)rnd(), (uint32_t)(rnd() % 8192)};
+    h.len = lens[rnd() % 5];
+    uint16_t kinds[] = {HMS__FRAME_RESPONSE, HMS__FRAME_RESPONSE, HMS__FRAME_PAD, HMS__FRAME_REQUEST, (uint16_t)rnd()};
+    h.kind = kinds[rnd() % 5];
+    uint64_t ids[] = {rq->id, rq->id, 0, rnd(), rq->id ^ (1ull << 20)};
+    h.call_id = ids[rnd() % 5];
+    int32_t sts[] = {0, 0, HMS_INVALID_ARGUMENT, (int32_t)rnd(), -1};
+    h.status = sts[rnd() % 5];
+    uint32_t pls[] = {0, h.len >= 64 ? h.len - 64 : 0, (uint32_t)(rnd() % 2048), (uint32_t)rnd()};
+    h.payload_len = pls[rnd() % 4];
+    evil_put(ev, pos, &h, NULL, 0);
+    for (int k = 0; k < (int)(rnd() % 4); k++) ev->respd[(pos + 64 + rnd() % 256) & (ev->cap - 1)] = (uint8_t)rnd();
+    pos += (h.len + 63ull) & ~63ull;
+  }
+  if (rnd() % 4 == 0) atomic_store(&ev->reqc->tail, rnd());
+  if (rnd() % 4 == 0) ev->map[rnd() % 1024] = (uint8_t)rnd(); /* the header, after the client validated it */
+  uint64_t heads[] = {pos, ev->resp_pos + 64, rnd(), ev->resp_pos + ev->cap + 64, pos + 1 + rnd() % 63};
+  evil_publish(ev, heads[rnd() % 5]);
+}
+
+static void evil_handshake_attack(evil_t *ev, int mode) {
+  uint8_t t[512];
+  size_t tb = table_one(t, "f", 1, 1);
+  uint32_t fcount = 1;
+  hms__welcome_t w;
+  int memfd;
+  switch (mode) {
+    case EV_HS_CLOSE:
+      close(ev->sock);
+      ev->sock = -1;
+      return;
+    case EV_HS_SILENT:
+      return;
+    case EV_HS_ERR_NO_NUL:
+    case EV_HS_ERR_BAD_STATUS:
+      memfd = evil_layout(ev, EVIL_CAP, t, tb, fcount, &w);
+      if (memfd < 0) return;
+      w.status = mode == EV_HS_ERR_NO_NUL ? HMS_PERMISSION_DENIED : 999;
+      /* No NUL in the message, nor in any field after it: a client that strlen()s the message without
+       * terminating it first runs off the end of its welcome buffer (ASan reports it). */
+      memset(w.message, 'Z', sizeof w.message);
+      memset((char *)&w + offsetof(hms__welcome_t, req_cap), 0x5a, sizeof w - offsetof(hms__welcome_t, req_cap));
+      evil_send_welcome(ev, &w, sizeof w, memfd, 0); /* with descriptors the client must close */
+      close(memfd);
+      return;
+    case EV_HS_NO_FDS:
+      memfd = evil_layout(ev, EVIL_CAP, t, tb, fcount, &w);
+      if (memfd < 0) return;
+      send_msg_fds(ev->sock, &w, sizeof w, NULL, 0);
+      close(memfd);
+      return;
+    case EV_HS_ONE_FD:
+      memfd = evil_layout(ev, EVIL_CAP, t, tb, fcount, &w);
+      if (memfd < 0) return;
+      send_msg_fds(ev->sock, &w, sizeof w, &memfd, 1);
+      close(memfd);
+      return;
+    case EV_HS_MANY_FDS:
+      memfd = evil_layout(ev, EVIL_CAP, t, tb, fcount, &w);
+      if (memfd < 0) return;
+      evil_send_welcome(ev, &w, sizeof w, memfd, 12); /* 14 in all: more than the client's control buffer */
+      close(memfd);
+      return;
+    case EV_HS_UNSEALED: {
+      memfd = evil_layout(ev, EVIL_CAP, t, tb, fcount, &w); /* a correct layout in an unsealed memfd */
+      if (memfd < 0) return;
+      int fd = memfd_create("evil-unsealed", MFD_CLOEXEC);
+      if (fd < 0 || ftruncate(fd, (off_t)ev->map_len) != 0 || pwrite(fd, ev->map, ev->map_len, 0) != (ssize_t)ev->map_len)
+        EVIL_ERR("unsealed memfd: %s", strerror(errno));
+      evil_send_welcome(ev, &w, sizeof w, fd, 0);
+      close(fd);
+      close(memfd);
+      return;
+    }
+    case EV_HS_SIZE_SMALLER: { /* sealed, but one page short of total_bytes: reads there would SIGBUS */
+      memfd = evil_layout(ev, EVIL_CAP, t, tb, fcount, &w);
+      if (memfd < 0) return;
+      void *m2;
+      char why[160];
+      int fd = hms__memfd_create_sealed(ev->map_len - 4096, &m2, why, sizeof why);
+      if (fd < 0) {
+        EVIL_ERR("%s", why);
+        close(memfd);
+        return;
+      }
+      memcpy(m2, ev->map, ev->map_len - 4096);
+      munmap(m2, ev->map_len - 4096);
+      evil_send_welcome(ev, &w, sizeof w, fd, 0);
+      close(fd);
+      close(memfd);
+      return;
+    }
+    case EV_HS_NOT_MEMFD: { /* a pipe where the memfd should be */
+      memfd = evil_layout(ev, EVIL_CAP, t, tb, fcount, &w);
+      if (memfd < 0) return;
+      int p[2];
+      if (pipe2(p, O_CLOEXEC) != 0) {
+        close(memfd);
+        return;
+      }
+      evil_send_welcome(ev, &w, sizeof w, p[0], 0);
+      close(p[0]);
+      close(p[1]);
+      close(memfd);
+      return;
+    }
+    default:
+      break;
+  }
+  /* The remaining modes send a (mostly) correct memfd with a lie in the welcome, header or table. */
+  uint32_t rec[3];
+  switch (mode) {
+    case EV_HS_FN_NAME_TOO_LONG: /* 200 > HMS_NAME_MAX, and the table really has 200 bytes */
+      memset(t, 'a', sizeof t);
+      tb = table_one(t, "a", 200, 200);
+      memset(t + 12, 'a', 200);
+      break;
+    case EV_HS_FN_NAME_ZERO:
+      tb = table_one(t, "", 0, 4);
+      break;
+    case EV_HS_FN_PAST_TABLE: /* name_len 100 but only 4 name bytes in the table */
+      tb = table_one(t, "f", 100, 1);
+      break;
+    case EV_HS_FN_TRUNCATED: /* two functions announced, one record present */
+      fcount = 2;
+      break;
+    case EV_HS_FN_BAD_CHARS:
+      tb = table_one(t, "bad name!", 9, 9);
+      break;
+    case EV_HS_FN_NAME_SLASH:
+      tb = table_one(t, "../../etc", 9, 9);
+      break;
+    default:
+      break;
+  }
+  (void)rec;
+  uint64_t cap = mode == EV_HS_CAP_NOT_POW2 ? 6000 : mode == EV_HS_CAP_TOO_SMALL ? 1024 : EVIL_CAP;
+  memfd = evil_layout(ev, cap, t, tb, fcount, &w);
+  if (memfd < 0) return;
+  hms__conn_hdr_t *h = (hms__conn_hdr_t *)ev->map;
+  size_t wlen = sizeof w;
+  switch (mode) {
+    case EV_HS_BAD_MAGIC:
+      w.magic ^= 0xff;
+      break;
+    case EV_HS_SHORT_WELCOME:
+      wlen = sizeof w / 2;
+      break;
+    case EV_HS_WRONG_ABI:
+      w.abi = 99;
+      break;
+    case EV_HS_TOTAL_LIE: /* total_bytes that does not follow from the sizes (the memfd matches it) */
+      w.total_bytes += 4096;
+      h->total_bytes = w.total_bytes;
+      break;
+    case EV_HS_HDR_DISAGREES:
+      h->magic = 0x4c495645; /* "EVIL" */
+      break;
+    case EV_HS_FN_COUNT_HUGE:
+      w.function_count = HMS_MAX_FUNCTIONS + 1;
+      break;
+    case EV_HS_TABLE_HUGE: /* a 1 GiB table: announced, not mapped */
+      w.table_bytes = 1ull << 30;
+      w.total_bytes = hms__conn_total_bytes(w.req_cap, w.resp_cap, w.table_bytes);
+      break;
+    default:
+      break;
+  }
+  evil_send_welcome(ev, &w, wlen, memfd, mode == EV_HS_THREE_FDS ? 1 : 0);
+  close(memfd);
+}
+
+static void evil_attack(evil_t *ev, const evil_cmd_t *cmd) {
+  int mode = cmd->mode;
+  if (mode < EV_R_VALID && mode != EV_HS_THREE_FDS) {
+    evil_handshake_attack(ev, mode);
+    return;
+  }
+  if (!evil_valid_handshake(ev, mode == EV_HS_THREE_FDS ? 1 : 0)) {
+    EVIL_ERR("could not send a welcome");
+    return;
+  }
+  if (mode == EV_R_REQ_TAIL) { /* claims to have consumed far more than the client ever published */
+    atomic_store(&ev->reqc->tail, 1ull << 40);
+    return;
+  }
+  evil_req_t rq;
+  for (uint32_t i = 0; i < cmd->nvalid; i++) {
+    if (!evil_wait_request(ev, &rq)) return;
+    evil_reply_valid(ev, &rq);
+  }
+  if (!evil_wait_request(ev, &rq)) return;
+  hms__frame_hdr_t h = resp_hdr(&rq, 0, HMS_OK);
+  uint64_t at = ev->resp_pos;
+  bool follow_up = false; /* serve one more valid reply: the connection must have survived */
+  switch (mode) {
+    case EV_HS_THREE_FDS:
+    case EV_R_VALID:
+      evil_reply_valid(ev, &rq);
+      follow_up = true;
+      break;
+    case EV_R_LEN_UNALIGNED:
+      h.len = 100;
+      evil_put(ev, at, &h, NULL, 0);
+      evil_publish(ev, at + 128);
+      break;
+    case EV_R_LEN_ZERO:
+      h.len = 0;
+      evil_put(ev, at, &h, NULL, 0);
+      evil_publish(ev, at + 64);
+      break;
+    case EV_R_LEN_OVER_AVAIL:
+      h.len = 256;
+      evil_put(ev, at, &h, NULL, 0);
+      evil_publish(ev, at + 128);
+      break;
+    case EV_R_LEN_OVER_END: { /* after three 1 KiB replies: 1024 bytes to the end, frame claims 1088 */
+      uint64_t contig = ev->cap - (at & (ev->cap - 1));
+      h.len = (uint32_t)(contig + 64);
+      evil_put(ev, at, &h, NULL, 0);
+      evil_publish(ev, at + h.len);
+      break;
+    }
+    case EV_R_LEN_OVER_MAX:
+      h.len = 2048;
+      evil_put(ev, at, &h, NULL, 0);
+      evil_publish(ev, at + 2048);
+      break;
+    case EV_R_PAYLOAD_OVER:
+      h.len = 128;
+      h.payload_len = 65;
+      evil_put(ev, at, &h, NULL, 0);
+      evil_publish(ev, at + 128);
+      break;
+    case EV_R_PAYLOAD_HUGE:
+      h.payload_len = UINT32_MAX;
+      evil_put(ev, at, &h, NULL, 0);
+      evil_publish(ev, at + 64);
+      break;
+    case EV_R_HEAD_BEYOND:
+      evil_put(ev, at, &h, NULL, 0);
+      evil_publish(ev, at + ev->cap + 64);
+      break;
+    case EV_R_HEAD_UNALIGNED:
+      evil_put(ev, at, &h, NULL, 0);
+      evil_publish(ev, at + 100);
+      break;
+    case EV_R_HEAD_BACKWARDS:
+      evil_publish(ev, at - 64);
+      break;
+    case EV_R_HEAD_HUGE:
+      evil_put(ev, at, &h, NULL, 0);
+      evil_publish(ev, UINT64_MAX & ~(uint64_t)63);
+      break;
+    case EV_R_KIND_REQUEST:
+    case EV_R_KIND_UNKNOWN:
+    case EV_R_KIND_CANCEL:
+      h.kind = mode == EV_R_KIND_REQUEST ? HMS__FRAME_REQUEST : mode == EV_R_KIND_CANCEL ? HMS__FRAME_CANCEL : 99;
+      evil_put(ev, at, &h, NULL, 0);
+      evil_publish(ev, at + 64);
+      break;
+    case EV_R_PAD_SHORT:
+      h = mkhdr(64, HMS__FRAME_PAD, 0, 0, 0);
+      evil_put(ev, at, &h, NULL, 0);
+      evil_publish(ev, at + 64);
+      break;
+    case EV_R_ERR_MLEN:
+    case EV_R_ERR_MLEN_WRAP:
+    case EV_R_ERR_SHORT: { /* error replies whose message length lies */
+      uint8_t p[8];
+      uint32_t mlen = mode == EV_R_ERR_MLEN ? 1000 : 0xFFFFFFFDu;
+      memcpy(p, &mlen, 4);
+      memcpy(p + 4, "evil", 4);
+      h = resp_hdr(&rq, mode == EV_R_ERR_SHORT ? 2 : 8, HMS_INVALID_ARGUMENT);
+      evil_append(ev, &h, p, h.payload_len);
+      evil_publish(ev, ev->resp_pos);
+      follow_up = true;
+      break;
+    }
+    case EV_R_STATUS_12345:
+    case EV_R_STATUS_NEG:
+      evil_reply_error(ev, &rq, mode == EV_R_STATUS_12345 ? 12345 : -3, "evil status");
+      follow_up = true;
+      break;
+    case EV_R_UNKNOWN_ID: { /* replies for calls nobody waits for, then the right one */
+      hms__frame_hdr_t a = resp_hdr(&rq, 5, HMS_OK);
+      a.call_id = rq.id + (1000ull << 10); /* same slot, other sequence number */
+      evil_append(ev, &a, "wrong", 5);
+      a.call_id = rq.id ^ 1; /* another slot */
+      evil_append(ev, &a, "wrong", 5);
+      a.call_id = 0; /* "nobody", with an OK status: must be dropped, not treated as goodbye */
+      evil_append(ev, &a, "zero!", 5);
+      hms__frame_hdr_t b = resp_hdr(&rq, rq.plen, HMS_OK);
+      evil_append(ev, &b, rq.payload, rq.plen);
+      evil_publish(ev, ev->resp_pos);
+      follow_up = true;
+      break;
+    }
+    case EV_R_CALLID0_BYE: {
+      evil_req_t none = rq;
+      none.id = 0;
+      evil_reply_error(ev, &none, HMS_DATA_LOSS, "evil server drops you");
+      break;
+    }
+    case EV_R_SILENT:
+      break;
+    case EV_R_CLOSE:
+      close(ev->sock);
+      ev->sock = -1;
+      break;
+    case EV_R_CHATTER: {
+      ssize_t wr = send(ev->sock, "evil", 4, MSG_NOSIGNAL);
+      (void)wr;
+      break;
+    }
+    case EV_R_FUZZ:
+      rng_state = cmd->arg;
+      evil_fuzz(ev, &rq);
+      break;
+    default:
+      EVIL_ERR("unknown mode %d", mode);
+  }
+  if (follow_up && evil_wait_request(ev, &rq)) evil_reply_valid(ev, &rq);
+}
+
+static hms_status_t h_never(hms_call_t *call, const hms_payload_t *req, void *ud) {
+  (void)call;
+  (void)req;
+  (void)ud;
+  return HMS_INTERNAL;
+}
+
+static int run_evil_server(int cmd_fd, int notify_fd) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  hms_node_options_t o;
+  hms_node_options_init(&o);
+  o.name = "evil-server";
+  hms_node_t *node;
+  hms_service_t *svc;
+  hms_error_t e;
+  if (hms_node_open(&o, &node, &e) || hms_service_add(node, EVIL_SVC, EVIL_VER, &svc, &e) ||
+      hms_function_add(svc, "f", 0, h_never, NULL, &e)) {
+    fprintf(stderr, "evil server setup: %s\n", e.message);
+    return 2;
+  }
+  int lfd = svc->listen_fd; /* registered and discoverable; we answer by hand instead of serving */
+  char c = 'r';
+  if (write(notify_fd, &c, 1) != 1) return 2;
+  close(notify_fd);
+  evil_t ev;
+  memset(&ev, 0, sizeof ev);
+  ev.sock = ev.bell = -1;
+  ev.cmd_fd = cmd_fd;
+  for (;;) {
+    evil_cmd_t cmd;
+    ssize_t n = read(cmd_fd, &cmd, sizeof cmd);
+    evil_reset(&ev);
+    if (n != (ssize_t)sizeof cmd || cmd.mode == EV_QUIT) break;
+    /* Accept the parent's connection; skip any that hang up before saying hello. */
+    hms__hello_t hello;
+    int fds[4], nfds = 0;
+    bool have = false;
+    int64_t end = now_ns() + 3000 * MS;
+    while (!have && now_ns() < end) {
+      struct pollfd p = {.fd = lfd, .events = POLLIN};
+      if (poll(&p, 1, 100) <= 0) continue;
+      int s = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+      if (s < 0) continue;
+      ssize_t k = recv_msg_fds(s, &hello, sizeof hello, fds, 4, &nfds, 2000);
+      close_fds(fds, nfds); /* the client's eventfd: not needed here */
+      if (k == (ssize_t)sizeof hello && hello.magic == HMS__HELLO_MAGIC) {
+        ev.sock = s;
+        have = true;
+      } else {
+        close(s);
+      }
+    }
+    if (!have) {
+      EVIL_ERR("mode %d: no client connected", cmd.mode);
+      continue;
+    }
+    evil_attack(&ev, &cmd);
+  }
+  evil_reset(&ev);
+  hms_node_close(node);
+  return evil_errors ? 3 : 0;
+}
+
+/* ---------------------------------------------------------------- part 2, the client side */
+enum {
+  ST_CONNECT_FAILS, /* hms_connect must return `expect` */
+  ST_FATAL,         /* the call returns `expect`; the client is dead: further calls fail at once */
+  ST_SURVIVES,      /* the call returns `expect`; the next call on the same client succeeds */
+  ST_TIMEOUT,       /* the call times out (300 ms) with DEADLINE_EXCEEDED, no sooner and not much later */
+};
+
+typedef struct {
+  const char *name;
+  int mode;
+  int stage;
+  hms_status_t expect;
+  int origin;      /* HMS_ORIGIN_* or -1 for either */
+  const char *msg; /* substring of the error message, or NULL */
+  uint32_t nvalid; /* valid calls before the attack */
+  uint32_t valid_len;
+} evil_case_t;
+
+static const evil_case_t evil_cases[] = {
+    /* Handshake: each must fail hms_connect fast with the right code, closing every descriptor. */
+    {"welcome with a wrong magic", EV_HS_BAD_MAGIC, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "malformed", 0, 0},
+    {"welcome cut in half", EV_HS_SHORT_WELCOME, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "malformed", 0, 0},
+    {"refusal whose message has no NUL", EV_HS_ERR_NO_NUL, ST_CONNECT_FAILS, HMS_PERMISSION_DENIED, HMS_ORIGIN_REMOTE,
+     "ZZZZ", 0, 0},
+    {"refusal with status 999", EV_HS_ERR_BAD_STATUS, ST_CONNECT_FAILS, HMS_UNKNOWN, HMS_ORIGIN_REMOTE, "ZZZZ", 0, 0},
+    {"welcome with a wrong ABI", EV_HS_WRONG_ABI, ST_CONNECT_FAILS, HMS_FAILED_PRECONDITION, HMS_ORIGIN_LOCAL, "ABI 99",
+     0, 0},
+    {"welcome OK without descriptors", EV_HS_NO_FDS, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "0 descriptors",
+     0, 0},
+    {"welcome OK with one descriptor", EV_HS_ONE_FD, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL,
+     "1 descriptors", 0, 0},
+    {"welcome with 14 descriptors", EV_HS_MANY_FDS, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, NULL, 0, 0},
+    {"memfd not sealed", EV_HS_UNSEALED, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "sealed", 0, 0},
+    {"memfd smaller than total_bytes", EV_HS_SIZE_SMALLER, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "size", 0,
+     0},
+    {"pipe instead of a memfd", EV_HS_NOT_MEMFD, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "size", 0, 0},
+    {"req_cap not a power of two", EV_HS_CAP_NOT_POW2, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "layout", 0,
+     0},
+    {"req_cap below the minimum", EV_HS_CAP_TOO_SMALL, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "layout", 0,
+     0},
+    {"total_bytes inconsistent with the sizes", EV_HS_TOTAL_LIE, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL,
+     "layout", 0, 0},
+    {"memfd header disagrees with the welcome", EV_HS_HDR_DISAGREES, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL,
+     "disagrees", 0, 0},
+    {"function_count above HMS_MAX_FUNCTIONS", EV_HS_FN_COUNT_HUGE, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL,
+     "layout", 0, 0},
+    {"1 GiB function table", EV_HS_TABLE_HUGE, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "layout", 0, 0},
+    {"function name length > HMS_NAME_MAX", EV_HS_FN_NAME_TOO_LONG, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL,
+     "bad entry", 0, 0},
+    {"function name length 0", EV_HS_FN_NAME_ZERO, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "bad entry", 0, 0},
+    {"function name running past the table", EV_HS_FN_PAST_TABLE, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL,
+     "bad entry", 0, 0},
+    {"function table shorter than function_count", EV_HS_FN_TRUNCATED, ST_CONNECT_FAILS, HMS_DATA_LOSS,
+     HMS_ORIGIN_LOCAL, "truncated", 0, 0},
+    {"function name with invalid characters", EV_HS_FN_BAD_CHARS, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL,
+     "invalid name", 0, 0},
+    {"function name with a path", EV_HS_FN_NAME_SLASH, ST_CONNECT_FAILS, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL,
+     "invalid name", 0, 0},
+    {"server closes before the welcome", EV_HS_CLOSE, ST_CONNECT_FAILS, HMS_UNAVAILABLE, HMS_ORIGIN_LOCAL, NULL, 0, 0},
+    {"server never answers the hello", EV_HS_SILENT, ST_CONNECT_FAILS, HMS_DEADLINE_EXCEEDED, HMS_ORIGIN_LOCAL,
+     "timed out", 0, 0},
+    /* Valid handshakes: the harness itself must be able to produce correct replies. */
+    {"baseline: a correct hand-made server", EV_R_VALID, ST_SURVIVES, HMS_OK, -1, NULL, 0, 0},
+    {"baseline after three 1 KiB replies", EV_R_VALID, ST_SURVIVES, HMS_OK, -1, NULL, 3, 960},
+    {"welcome with 3 descriptors (extra one closed)", EV_HS_THREE_FDS, ST_SURVIVES, HMS_OK, -1, NULL, 0, 0},
+    /* Corrupt responses: DATA_LOSS, and the client is finished. */
+    {"response len not a multiple of 64", EV_R_LEN_UNALIGNED, ST_FATAL, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL,
+     "corrupt frame header", 0, 0},
+    {"response len zero", EV_R_LEN_ZERO, ST_FATAL, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "corrupt frame header", 0, 0},
+    {"response len beyond the published bytes", EV_R_LEN_OVER_AVAIL, ST_FATAL, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL,
+     "corrupt frame header", 0, 0},
+    {"response len beyond the end of the ring", EV_R_LEN_OVER_END, ST_FATAL, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL,
+     "to end 1024", 3, 960},
+    {"response len beyond the max frame", EV_R_LEN_OVER_MAX, ST_FATAL, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "max frame", 0,
+     0},
+    {"response payload_len > len - 64", EV_R_PAYLOAD_OVER, ST_FATAL, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL,
+     "payload length 65", 0, 0},
+    {"response payload_len 4 GiB", EV_R_PAYLOAD_HUGE, ST_FATAL, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "payload length", 0,
+     0},
+    {"response head beyond the capacity", EV_R_HEAD_BEYOND, ST_FATAL, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "ring head", 0,
+     0},
+    {"response head not a multiple of 64", EV_R_HEAD_UNALIGNED, ST_FATAL, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "ring head",
+     0, 0},
+    {"response head moved backwards", EV_R_HEAD_BACKWARDS, ST_FATAL, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "ring head", 1,
+     16},
+    {"response head near 2^64", EV_R_HEAD_HUGE, ST_FATAL, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "ring head", 0, 0},
+    {"frame kind REQUEST in the response ring", EV_R_KIND_REQUEST, ST_FATAL, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL,
+     "unexpected frame kind 1", 0, 0},
+    {"frame kind CANCEL in the response ring", EV_R_KIND_CANCEL, ST_FATAL, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL,
+     "unexpected frame kind 4", 0, 0},
+    {"unknown frame kind 99", EV_R_KIND_UNKNOWN, ST_FATAL, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "unexpected frame kind 99",
+     0, 0},
+    {"PAD frame not reaching the end", EV_R_PAD_SHORT, ST_FATAL, HMS_DATA_LOSS, HMS_ORIGIN_LOCAL, "corrupt pad frame", 0,
+     0},
+    {"goodbye frame (call_id 0, DATA_LOSS)", EV_R_CALLID0_BYE, ST_FATAL, HMS_DATA_LOSS, -1, "evil server drops you", 0,
+     0},
+    {"server closes the socket with a call pending", EV_R_CLOSE, ST_FATAL, HMS_UNAVAILABLE, HMS_ORIGIN_LOCAL,
+     "went away", 0, 0},
+    {"server sends bytes on the socket", EV_R_CHATTER, ST_FATAL, HMS_UNAVAILABLE, HMS_ORIGIN_LOCAL, NULL, 0, 0},
+    /* Lying error replies are the peer's business: bounded, mapped, and the connection lives on. */
+    {"error reply whose message length exceeds the payload", EV_R_ERR_MLEN, ST_SURVIVES, HMS_INVALID_ARGUMENT,
+     HMS_ORIGIN_REMOTE, "malformed error reply", 0, 0},
+    {"error reply with message length 0xFFFFFFFD", EV_R_ERR_MLEN_WRAP, ST_SURVIVES, HMS_INVALID_ARGUMENT,
+     HMS_ORIGIN_REMOTE, "malformed error reply", 0, 0},
+    {"error reply shorter than its length word", EV_R_ERR_SHORT, ST_SURVIVES, HMS_INVALID_ARGUMENT, HMS_ORIGIN_REMOTE,
+     "malformed error reply", 0, 0},
+    {"status 12345", EV_R_STATUS_12345, ST_SURVIVES, HMS_UNKNOWN, HMS_ORIGIN_REMOTE, "evil status", 0, 0},
+    {"negative status", EV_R_STATUS_NEG, ST_SURVIVES, HMS_UNKNOWN, HMS_ORIGIN_REMOTE, "evil status", 0, 0},
+    {"replies for call ids nobody waits for, then the right one", EV_R_UNKNOWN_ID, ST_SURVIVES, HMS_OK, -1, NULL, 0, 0},
+    {"server never replies", EV_R_SILENT, ST_TIMEOUT, HMS_DEADLINE_EXCEEDED, HMS_ORIGIN_LOCAL, NULL, 0, 0},
+};
+
+typedef struct {
+  pid_t pid;
+  int cmd_fd;
+} evil_proc_t;
+static evil_proc_t E;
+
+static void evil_send_cmd(int mode, uint32_t nvalid, uint64_t arg) {
+  evil_cmd_t c = {.mode = mode, .nvalid = nvalid, .arg = arg};
+  if (write(E.cmd_fd, &c, sizeof c) != (ssize_t)sizeof c) {
+    fprintf(stderr, "cannot command the evil server: %s\n", strerror(errno));
+    exit(2);
+  }
+}
+
+static hms_status_t evil_connect(hms_client_t **cl, hms_error_t *e, int64_t timeout_ns) {
+  hms_connect_options_t o;
+  hms_connect_options_init(&o);
+  o.timeout_ns = timeout_ns;
+  return hms_connect(g_node, EVIL_SVC, EVIL_VER, &o, cl, e);
+}
+
+static void fill_payload(char *buf, uint32_t len, uint32_t salt) {
+  for (uint32_t i = 0; i < len; i++) buf[i] = (char)('a' + (i * 13 + salt) % 26);
+}
+
+/* One valid round trip; returns the status (and checks the bytes when OK). */
+static hms_status_t client_echo(hms_client_t *cl, uint32_t len, int64_t timeout_ns, hms_error_t *e, bool *bytes_ok) {
+  char buf[1024];
+  fill_payload(buf, len, (uint32_t)now_ns());
+  hms_payload_t req = {.data = buf, .len = len, .content_type = HMS_CT_RAW}, resp;
+  hms_status_t st = hms_call(cl, 1, &req, &resp, timeout_ns, e);
+  if (bytes_ok) *bytes_ok = st == HMS_OK && resp.len == len && (len == 0 || memcmp(resp.data, buf, len) == 0);
+  hms_payload_release(&resp);
+  return st;
+}
+
+static void check_error(const evil_case_t *k, hms_status_t st, const hms_error_t *e) {
+  CHECK(st == k->expect, "status %s (%s), expected %s", hms_status_str(st), e->message, hms_status_str(k->expect));
+  if (st != HMS_OK) {
+    CHECK(e->code == st, "err.code %d != status %d", e->code, st);
+    CHECK(memchr(e->message, 0, sizeof e->message) != NULL, "error message not terminated");
+    if (k->origin >= 0) CHECK(e->origin == k->origin, "origin %d, expected %d", e->origin, k->origin);
+    if (k->msg) CHECK(strstr(e->message, k->msg) != NULL, "message '%s' lacks '%s'", e->message, k->msg);
+  }
+  if (verbose) printf("    %-58s -> %s: %s\n", k->name, hms_status_str(st), st ? e->message : "");
+}
+
+static void run_evil_case(const evil_case_t *k) {
+  g_test = k->name;
+  int fds0 = count_fds(0);
+  evil_send_cmd(k->mode, k->nvalid, 0);
+  hms_client_t *cl = NULL;
+  hms_error_t e;
+  memset(&e, 0, sizeof e);
+  int64_t conn_timeout = k->mode == EV_HS_SILENT ? 300 * MS : 2000 * MS;
+  int64_t t0 = now_ns();
+  hms_status_t st = evil_connect(&cl, &e, conn_timeout);
+  int64_t dt = now_ns() - t0;
+  if (k->stage == ST_CONNECT_FAILS) {
+    check_error(k, st, &e);
+    if (k->mode == EV_HS_ERR_NO_NUL || k->mode == EV_HS_ERR_BAD_STATUS)
+      CHECK(strlen(e.message) == 255 && strspn(e.message, "Z") == 255,
+            "the unterminated refusal message was not bounded to 255 bytes of the server's text (%zu)",
+            strlen(e.message));
+    CHECK(st == HMS_OK || cl == NULL, "a failed connect returned a client");
+    if (k->mode == EV_HS_SILENT)
+      CHECK(dt >= 250 * MS && dt < 1000 * MS, "handshake timeout after %lld ms (timeout 300 ms)", (long long)(dt / MS));
+    else
+      CHECK(dt < 1000 * MS, "connect took %lld ms to fail", (long long)(dt / MS));
+    if (st == HMS_OK) hms_client_close(cl);
+  } else {
+    CHECK(st == HMS_OK, "connect: %s: %s", hms_status_str(st), e.message);
+    if (st != HMS_OK) goto out;
+    /* A connected client holds exactly its socket, the server's doorbell and its own eventfd: an extra
+     * descriptor from the welcome must have been closed, and the memfd too (the mapping stays). */
+    CHECK(count_fds(0) == fds0 + 3, "connected client holds %d descriptors, expected 3", count_fds(0) - fds0);
+    bool bytes_ok;
+    for (uint32_t i = 0; i < k->nvalid; i++) {
+      st = client_echo(cl, k->valid_len, 2000 * MS, &e, &bytes_ok);
+      CHECK(st == HMS_OK && bytes_ok, "prelude call %u: %s: %s", i, hms_status_str(st), e.message);
+    }
+    int64_t timeout = k->stage == ST_TIMEOUT ? 300 * MS : 2000 * MS;
+    t0 = now_ns();
+    st = client_echo(cl, 16, timeout, &e, &bytes_ok);
+    dt = now_ns() - t0;
+    check_error(k, st, &e);
+    if (st == HMS_OK) CHECK(bytes_ok, "wrong reply bytes");
+    if (k->stage == ST_TIMEOUT)
+      CHECK(dt >= 250 * MS && dt < 1000 * MS, "call timed out after %lld ms (timeout 300 ms)", (long long)(dt / MS));
+    else
+      CHECK(dt < 1000 * MS, "the call took %lld ms", (long long)(dt / MS));
+    if (k->stage == ST_FATAL) {
+      /* The client is finished: the next call fails at once with the same error, without sending. */
+      t0 = now_ns();
+      hms_status_t st2 = client_echo(cl, 16, 2000 * MS, &e, NULL);
+      dt = now_ns() - t0;
+      CHECK(st2 == k->expect, "second call: %s (%s), expected %s", hms_status_str(st2), e.message,
+            hms_status_str(k->expect));
+      CHECK(dt < 100 * MS, "second call on a dead client took %lld ms", (long long)(dt / MS));
+    } else if (k->stage == ST_SURVIVES) {
+      st = client_echo(cl, 32, 2000 * MS, &e, &bytes_ok);
+      CHECK(st == HMS_OK && bytes_ok, "the connection did not survive: %s: %s", hms_status_str(st), e.message);
+    }
+    hms_client_close(cl);
+  }
+out:
+  CHECK(count_fds(0) == fds0, "descriptor leak: %d before, %d after", fds0, count_fds(0));
+}
+
+/* A server that claims to have consumed 2^40 request bytes: the client must notice when it next needs
+ * the tail (ring full) and fail every pending call, not overwrite unread requests or wait forever. */
+static void test_evil_req_tail(void) {
+  g_test = "request tail moved far beyond the head by the server";
+  int fds0 = count_fds(0);
+  evil_send_cmd(EV_R_REQ_TAIL, 0, 0);
+  hms_client_t *cl;
+  hms_error_t e;
+  hms_status_t st = evil_connect(&cl, &e, 2000 * MS);
+  CHECK(st == HMS_OK, "connect: %s", e.message);
+  if (st != HMS_OK) return;
+  char buf[960];
+  fill_payload(buf, sizeof buf, 1);
+  int submitted = 0;
+  int64_t t0 = now_ns();
+  for (int i = 0; i < 8; i++) {
+    uint64_t id;
+    st = hms_call_submit(cl, 1, buf, sizeof buf, HMS_CT_RAW, 0, 2000 * MS, NULL, NULL, &id, &e);
+    if (st != HMS_OK) break;
+    submitted++;
+  }
+  CHECK(st == HMS_DATA_LOSS, "submit after %d calls: %s (%s)", submitted, hms_status_str(st), e.message);
+  CHECK(submitted == 4, "%d 1 KiB frames fitted in a 4 KiB ring", submitted);
+  CHECK(strstr(e.message, "tail") != NULL, "message '%s'", e.message);
+  /* The pending calls complete with the connection's error. */
+  int done = 0, lost = 0;
+  hms_completion_t comp[8];
+  while (done < submitted && now_ns() - t0 < 1000 * MS) {
+    size_t n = 0;
+    if (hms_client_poll(cl, comp, 8, &n, 100 * MS, &e) != HMS_OK) break;
+    for (size_t i = 0; i < n; i++) {
+      if (comp[i].status == HMS_DATA_LOSS) lost++;
+      hms_payload_release(&comp[i].payload);
+    }
+    done += (int)n;
+  }
+  CHECK(lost == submitted, "%d of %d pending calls completed with DATA_LOSS", lost, submitted);
+  size_t n;
+  CHECK(hms_client_poll(cl, comp, 8, &n, 0, &e) == HMS_DATA_LOSS, "poll on the dead client");
+  hms_client_close(cl);
+  CHECK(count_fds(0) == fds0, "descriptor leak: %d before, %d after", fds0, count_fds(0));
+}
+
+static void fuzz_evil_server(int iters, uint64_t seed) {
+  g_test = "fuzz: random garbage from a server";
+  printf("  part 2 fuzz: seed 0x%016llx, %d rounds (HMS_EVIL_CLIENT_ITERS to change)\n", (unsigned long long)seed,
+         iters);
+  rng_state = seed;
+  int fds0 = count_fds(0);
+  int by_status[HMS_UNAUTHENTICATED + 1] = {0};
+  int64_t t0 = now_ns();
+  for (int i = 0; i < iters; i++) {
+    uint64_t round_seed = rnd();
+    evil_send_cmd(EV_R_FUZZ, 0, round_seed);
+    hms_client_t *cl;
+    hms_error_t e;
+    hms_status_t st = evil_connect(&cl, &e, 2000 * MS);
+    CHECK(st == HMS_OK, "round %d: connect: %s", i, e.message);
+    if (st != HMS_OK) continue;
+    int64_t t1 = now_ns();
+    st = client_echo(cl, (uint32_t)(round_seed % 200), 30 * MS, &e, NULL);
+    int64_t dt = now_ns() - t1;
+    CHECK(dt < 1000 * MS, "round %d (seed %#llx): the call took %lld ms", i, (unsigned long long)round_seed,
+          (long long)(dt / MS));
+    CHECK(st >= 0 && st <= HMS_UNAUTHENTICATED, "round %d: status %d", i, st);
+    if (st >= 0 && st <= HMS_UNAUTHENTICATED) by_status[st]++;
+    /* Whatever happened, a second call returns in bounded time too. */
+    t1 = now_ns();
+    client_echo(cl, 8, 30 * MS, &e, NULL);
+    dt = now_ns() - t1;
+    CHECK(dt < 1000 * MS, "round %d (seed %#llx): the second call took %lld ms", i, (unsigned long long)round_seed,
+          (long long)(dt / MS));
+    hms_client_close(cl);
+  }
+  CHECK(count_fds(0) == fds0, "descriptor leak over the fuzz rounds: %d before, %d after", fds0, count_fds(0));
+  printf("  part 2 fuzz: %d rounds in %.2f s; outcomes:", iters, (now_ns() - t0) / 1e9);
+  for (int s = 0; s <= HMS_UNAUTHENTICATED; s++)
+    if (by_status[s]) printf(" %s=%d", hms_status_str(s), by_status[s]);
+  printf("\n");
+}
+
+static void part2(uint64_t seed, int iters) {
+  printf("part 2: evil servers against a real client\n");
+  int cmd[2], ready[2];
+  if (pipe2(cmd, O_CLOEXEC) != 0 || pipe2(ready, O_CLOEXEC) != 0) exit(2);
+  fflush(stdout);
+  fflush(stderr);
+  E.pid = fork();
+  if (E.pid == 0) {
+    close(cmd[1]);
+    close(ready[0]);
+    exit(run_evil_server(cmd[0], ready[1]));
+  }
+  close(cmd[0]);
+  close(ready[1]);
+  E.cmd_fd = cmd[1];
+  char c;
+  if (read(ready[0], &c, 1) != 1) {
+    fprintf(stderr, "the evil server did not start\n");
+    exit(2);
+  }
+  close(ready[0]);
+  int64_t t0 = now_ns();
+  for (size_t i = 0; i < sizeof evil_cases / sizeof evil_cases[0]; i++) run_evil_case(&evil_cases[i]);
+  test_evil_req_tail();
+  printf("  %zu evil-server cases in %.2f s\n", sizeof evil_cases / sizeof evil_cases[0] + 1, (now_ns() - t0) / 1e9);
+  fuzz_evil_server(iters, seed ^ 0xA5A5A5A5A5A5A5A5ull);
+  g_test = "evil server shutdown";
+  evil_send_cmd(EV_QUIT, 0, 0);
+  int st = 0;
+  int64_t end = now_ns() + 5000 * MS;
+  pid_t w;
+  while ((w = waitpid(E.pid, &st, WNOHANG)) == 0 && now_ns() < end) usleep(5000);
+  if (w == 0) {
+    kill(E.pid, SIGKILL);
+    waitpid(E.pid, &st, 0);
+  }
+  /* Exit 0: the hand-made server saw only well-formed requests from the real client, and its sanitizers
+   * found nothing. */
+  CHECK(w != 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "evil server exit status %d (signal %d)",
+        WIFEXITED(st) ? WEXITSTATUS(st) : -1, WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+  close(E.cmd_fd);
+}
+
+/* ================================================================ main */
+/* A hang is a failure too: the children die with us (PR_SET_PDEATHSIG). */
+static void on_watchdog(int sig) {
+  (void)sig;
+  static const char m[] = "FAIL: watchdog: hms_evil hung for 120 s (a peer made the core loop or block)\n";
+  ssize_t w = write(2, m, sizeof m - 1);
+  (void)w;
+  _exit(1);
+}
+
+int main(void) {
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  signal(SIGPIPE, SIG_IGN);
+  signal(SIGALRM, on_watchdog);
+  alarm(120);
+  if (!getenv("HMS_FFI_RUNTIME_DIR")) {
+    fprintf(stderr, "set HMS_FFI_RUNTIME_DIR to a private temporary directory\n");
+    return 2;
+  }
+  verbose = getenv("HMS_EVIL_VERBOSE") && atoi(getenv("HMS_EVIL_VERBOSE")) > 0;
+  uint64_t seed = getenv("HMS_EVIL_SEED") ? strtoull(getenv("HMS_EVIL_SEED"), NULL, 0)
+                                          : ((uint64_t)now_ns() ^ ((uint64_t)getpid() << 32));
+  int iters = getenv("HMS_EVIL_ITERS") ? atoi(getenv("HMS_EVIL_ITERS")) : 3000;
+  int citers = getenv("HMS_EVIL_CLIENT_ITERS") ? atoi(getenv("HMS_EVIL_CLIENT_ITERS")) : 300;
+  printf("hms_evil: seed 0x%016llx\n", (unsigned long long)seed);
+  int64_t t0 = now_ns();
+  hms_node_options_t o;
+  hms_node_options_init(&o);
+  o.name = "evil-tests";
+  hms_error_t e;
+  if (hms_node_open(&o, &g_node, &e)) {
+    fprintf(stderr, "node_open: %s\n", e.message);
+    return 2;
+  }
+  part1(seed, iters);
+  part2(seed, citers);
+  hms_node_close(g_node);
+  double secs = (now_ns() - t0) / 1e9;
+  if (failures) {
+    fprintf(stderr, "%d of %d checks FAILED (%.1f s, seed 0x%016llx)\n", failures, checks, secs,
+            (unsigned long long)seed);
+    return 1;
+  }
+  printf("all hostile-peer tests passed (%d checks, %.1f s)\n", checks, secs);
+  return 0;
+}
