@@ -115,6 +115,59 @@ static hms_status_t h_cancels(hms_call_t *call, const hms_payload_t *req, void *
   return hms_call_reply(call, buf, (size_t)n, HMS_CT_RAW, NULL);
 }
 
+/* Server stream: N little-endian ints 0..N-1, then an error if N is negative (|N| items first). */
+static hms_status_t h_numbers(hms_call_t *call, const hms_payload_t *req, void *ud) {
+  (void)ud;
+  int n = 0;
+  if (req->len >= sizeof n) memcpy(&n, req->data, sizeof n);
+  int count = n < 0 ? -n : n;
+  for (int i = 0; i < count; i++) {
+    hms_status_t st = hms_call_send(call, (const char *)&i, sizeof i, HMS_CT_RAW, NULL);
+    if (st) return st; /* cancelled: stop producing */
+  }
+  if (n < 0) {
+    hms_call_set_error(call, HMS_ABORTED, "stopped on purpose", NULL, 0, 0);
+    return HMS_ABORTED;
+  }
+  return HMS_OK;
+}
+/* Client stream: sums the ints it receives. */
+static hms_status_t h_sum(hms_call_t *call, const hms_payload_t *req, void *ud) {
+  (void)req;
+  (void)ud;
+  long sum = 0;
+  for (;;) {
+    hms_payload_t item;
+    int end = 0;
+    hms_status_t st = hms_call_recv(call, &item, &end, -1, NULL);
+    if (st) return st;
+    if (end) break;
+    int v = 0;
+    if (item.len == sizeof v) memcpy(&v, item.data, sizeof v);
+    sum += v;
+    hms_payload_release(&item);
+  }
+  return hms_call_reply(call, (const char *)&sum, sizeof sum, HMS_CT_RAW, NULL);
+}
+/* Bidirectional: echoes every item back, plus one. */
+static hms_status_t h_plus_one(hms_call_t *call, const hms_payload_t *req, void *ud) {
+  (void)req;
+  (void)ud;
+  for (;;) {
+    hms_payload_t item;
+    int end = 0;
+    hms_status_t st = hms_call_recv(call, &item, &end, -1, NULL);
+    if (st) return st;
+    if (end) return HMS_OK;
+    int v = 0;
+    if (item.len == sizeof v) memcpy(&v, item.data, sizeof v);
+    hms_payload_release(&item);
+    v++;
+    st = hms_call_send(call, (const char *)&v, sizeof v, HMS_CT_RAW, NULL);
+    if (st) return st;
+  }
+}
+
 static int run_server(const char *service, int64_t spin_ns, int notify_fd) {
   hms_node_options_t o;
   hms_node_options_init(&o);
@@ -140,6 +193,9 @@ static int run_server(const char *service, int64_t spin_ns, int notify_fd) {
   hms_function_add(svc, "count", 0, h_count, NULL, NULL);
   hms_function_add(svc, "wait_cancel", 0, h_wait_cancel, NULL, NULL);
   hms_function_add(svc, "cancels", 0, h_cancels, NULL, NULL);
+  hms_function_add(svc, "numbers", HMS_FN_STREAM, h_numbers, NULL, NULL);
+  hms_function_add(svc, "sum", HMS_FN_CLIENT_STREAM, h_sum, NULL, NULL);
+  hms_function_add(svc, "plus_one", HMS_FN_STREAM | HMS_FN_CLIENT_STREAM, h_plus_one, NULL, NULL);
   if (notify_fd >= 0) {
     char c = 'r';
     if (write(notify_fd, &c, 1) != 1) return 2;
@@ -249,7 +305,7 @@ static void test_calls(hms_node_t *node) {
   hms_client_t *cl = connect_or_die(node, "ctest.main");
   hms_error_t e;
   hms_payload_t resp;
-  CHECK(hms_client_function_count(cl) == 9, "count %u", hms_client_function_count(cl));
+  CHECK(hms_client_function_count(cl) == 12, "count %u", hms_client_function_count(cl));
   const char *name;
   uint32_t id, flags;
   CHECK(hms_client_function_at(cl, 0, &name, &id, &flags) == HMS_OK && !strcmp(name, "echo") && id == 1 &&
@@ -490,6 +546,99 @@ static void test_async(hms_node_t *node) {
   hms_client_close(cl);
 }
 
+static void test_streams(hms_node_t *node) {
+  hms_client_t *cl = connect_or_die(node, "ctest.main");
+  hms_error_t e;
+  hms_stream_t *s;
+  hms_payload_t item;
+  int end = 0;
+  /* server stream: 100000 items in order, then the end */
+  int n = 100000;
+  CHECK(hms_stream_open(cl, fid(cl, "numbers"), (const char *)&n, sizeof n, HMS_CT_RAW, HMS_STREAM_SERVER, -1, &s,
+                        &e) == HMS_OK,
+        "open: %s", e.message);
+  int got = 0, bad = 0;
+  while (hms_stream_next(s, &item, &end, 5000000000LL, &e) == HMS_OK && !end) {
+    int v;
+    memcpy(&v, item.data, sizeof v);
+    if (v != got) bad++;
+    got++;
+    hms_payload_release(&item);
+  }
+  CHECK(end == 1 && got == n && bad == 0, "server stream end=%d got=%d bad=%d (%s)", end, got, bad, e.message);
+  hms_stream_close(s);
+  /* error after items is distinct from the end */
+  n = -3;
+  hms_stream_open(cl, fid(cl, "numbers"), (const char *)&n, sizeof n, HMS_CT_RAW, HMS_STREAM_SERVER, -1, &s, &e);
+  got = 0;
+  hms_status_t st;
+  while ((st = hms_stream_next(s, &item, &end, 5000000000LL, &e)) == HMS_OK && !end) {
+    got++;
+    hms_payload_release(&item);
+  }
+  hms_payload_release(&item);
+  CHECK(st == HMS_ABORTED && got == 3 && !strcmp(e.message, "stopped on purpose"), "stream error %d got %d %s", st,
+        got, e.message);
+  hms_stream_close(s);
+  /* cancel mid-stream: the producer stops, the connection stays usable */
+  n = 100000000;
+  hms_stream_open(cl, fid(cl, "numbers"), (const char *)&n, sizeof n, HMS_CT_RAW, HMS_STREAM_SERVER, -1, &s, &e);
+  CHECK(hms_stream_next(s, &item, &end, 5000000000LL, &e) == HMS_OK && !end, "first item");
+  hms_payload_release(&item);
+  hms_stream_cancel(s);
+  CHECK(hms_stream_next(s, &item, &end, 5000000000LL, &e) == HMS_CANCELLED, "after cancel: %s", e.message);
+  hms_stream_close(s);
+  hms_payload_t resp;
+  CHECK(hms_call(cl, 1, NULL, &resp, 5000000000LL, &e) == HMS_OK, "call after cancelled stream: %s", e.message);
+  hms_payload_release(&resp);
+  /* a streaming function called plainly, and a plain function's stream */
+  CHECK(hms_call(cl, fid(cl, "numbers"), NULL, &resp, 5000000000LL, &e) == HMS_FAILED_PRECONDITION, "plain call");
+  hms_payload_release(&resp);
+  CHECK(hms_call(cl, fid(cl, "sum"), NULL, &resp, 5000000000LL, &e) == HMS_FAILED_PRECONDITION, "plain call 2");
+  hms_payload_release(&resp);
+  /* client stream: 50000 ints summed */
+  CHECK(hms_stream_open(cl, fid(cl, "sum"), NULL, 0, HMS_CT_NONE, HMS_STREAM_CLIENT, 10000000000LL, &s, &e) == HMS_OK,
+        "open sum");
+  long want = 0;
+  for (int i = 0; i < 50000; i++) {
+    want += i;
+    if (hms_stream_send(s, (const char *)&i, sizeof i, HMS_CT_RAW, &e) != HMS_OK) {
+      CHECK(0, "send %d: %s", i, e.message);
+      break;
+    }
+  }
+  CHECK(hms_stream_finish(s, &e) == HMS_OK, "finish");
+  CHECK(hms_stream_send(s, "x", 1, HMS_CT_RAW, &e) == HMS_FAILED_PRECONDITION, "send after finish");
+  CHECK(hms_stream_next(s, &item, &end, -1, &e) == HMS_OK && !end && item.len == sizeof(long) &&
+            memcmp(item.data, &want, sizeof want) == 0,
+        "sum reply: %s", e.message);
+  hms_payload_release(&item);
+  CHECK(hms_stream_next(s, &item, &end, -1, &e) == HMS_OK && end == 1, "sum end");
+  hms_stream_close(s);
+  /* bidirectional: send and receive interleaved on one thread, in lock step */
+  CHECK(hms_stream_open(cl, fid(cl, "plus_one"), NULL, 0, HMS_CT_NONE, HMS_STREAM_CLIENT | HMS_STREAM_SERVER,
+                        10000000000LL, &s, &e) == HMS_OK,
+        "open bidi");
+  bad = 0;
+  for (int i = 0; i < 2000; i++) {
+    hms_stream_send(s, (const char *)&i, sizeof i, HMS_CT_RAW, &e);
+    if (hms_stream_next(s, &item, &end, 5000000000LL, &e) != HMS_OK || end || item.len != sizeof(int)) {
+      bad++;
+      break;
+    }
+    int v;
+    memcpy(&v, item.data, sizeof v);
+    if (v != i + 1) bad++;
+    hms_payload_release(&item);
+  }
+  hms_stream_finish(s, &e);
+  CHECK(hms_stream_next(s, &item, &end, 5000000000LL, &e) == HMS_OK && end == 1, "bidi end");
+  CHECK(bad == 0, "bidi bad %d", bad);
+  hms_stream_close(s);
+  CHECK(hms_stream_open(cl, 1, NULL, 0, HMS_CT_NONE, 0, -1, &s, &e) == HMS_INVALID_ARGUMENT, "bad flags");
+  hms_client_close(cl);
+}
+
 static void test_async_server_death(void) {
   pid_t srv = fork_server("ctest.adeath", 0);
   hms_node_t *node;
@@ -530,7 +679,7 @@ static void test_list(void) {
   for (size_t i = 0; i < list.count; i++)
     if (!strcmp(list.items[i].name, "ctest.main")) {
       found = 1;
-      CHECK(list.items[i].function_count == 9, "fns %u", list.items[i].function_count);
+      CHECK(list.items[i].function_count == 12, "fns %u", list.items[i].function_count);
       CHECK(strcmp(list.items[i].function_names[0], "echo") == 0, "fn0");
       CHECK(strcmp(list.items[i].version, "1.0.0") == 0, "version");
       CHECK(list.items[i].pid > 0, "pid");
@@ -611,6 +760,7 @@ static int selftest(void) {
   test_calls(node);
   test_threads(node);
   test_async(node);
+  test_streams(node);
   test_async_server_death();
   test_list();
   test_crash(node);
