@@ -49,6 +49,13 @@ typedef struct hms__conn_s {
   gid_t gid;
   int64_t handshake_deadline;
   hms__ep_tag_t sock_tag, bell_tag;
+  /* Deferred replies may outlive the connection's place in the node: the memory stays mapped until
+   * the last reference goes. While deferred replies are outstanding, writers of the reply ring take
+   * resp_lock (only the dispatcher creates deferred calls, so when none are out it writes alone). */
+  _Atomic int refs;
+  _Atomic int deferred_out;
+  _Atomic bool gone;
+  pthread_mutex_t resp_lock;
   bool dead;
   bool blocked; /* its replies do not fit: wait for the client's doorbell, do not spin on it */
 } hms__conn_t;
@@ -115,6 +122,16 @@ HMS_API hms_status_t hms_node_open(const hms_node_options_t *opts, hms_node_t **
 
 HMS_API const char *hms_node_runtime_dir(const hms_node_t *node) { return node ? node->runtime_dir : ""; }
 
+static void hms__conn_unref(hms__conn_t *c) {
+  if (atomic_fetch_sub(&c->refs, 1) != 1) return;
+  if (c->bell >= 0) close(c->bell);
+  if (c->client_bell >= 0) close(c->client_bell);
+  if (c->sock >= 0) close(c->sock);
+  if (c->map) munmap(c->map, c->map_len);
+  pthread_mutex_destroy(&c->resp_lock);
+  free(c);
+}
+
 static void hms__conn_drop(hms_node_t *node, size_t idx) {
   hms__conn_t *c = node->conns[idx];
   while (c->bl_head) {
@@ -124,16 +141,13 @@ static void hms__conn_drop(hms_node_t *node, size_t idx) {
     free(d);
   }
   epoll_ctl(node->epfd, EPOLL_CTL_DEL, c->sock, NULL);
-  if (c->bell >= 0) {
-    epoll_ctl(node->epfd, EPOLL_CTL_DEL, c->bell, NULL);
-    close(c->bell);
-  }
-  if (c->client_bell >= 0) close(c->client_bell);
+  if (c->bell >= 0) epoll_ctl(node->epfd, EPOLL_CTL_DEL, c->bell, NULL);
   /* Closing the socket is what tells the client (POLLHUP) that every pending call is lost. */
   close(c->sock);
-  if (c->map) munmap(c->map, c->map_len);
-  free(c);
+  c->sock = -1;
+  atomic_store(&c->gone, true);
   node->conns[idx] = node->conns[--node->nconns];
+  hms__conn_unref(c);
 }
 
 HMS_API void hms_node_close(hms_node_t *node) {
@@ -305,6 +319,8 @@ static void hms__accept_all(hms_node_t *node, hms_service_t *svc) {
     }
     c->svc = svc;
     c->sock = fd;
+    atomic_init(&c->refs, 1);
+    pthread_mutex_init(&c->resp_lock, NULL);
     c->bell = -1;
     c->client_bell = -1;
     c->pid = cred.pid;
@@ -490,13 +506,26 @@ static void hms__fill_response(hms__conn_t *c, uint8_t *f, const hms__frame_hdr_
   hms__wake_client(c);
 }
 
+/* The reply ring has one producer at a time: the dispatcher alone while no deferred reply is out,
+ * else whoever holds resp_lock. Returns whether the lock was taken. */
+static inline bool hms__resp_lock(hms__conn_t *c) {
+  if (atomic_load_explicit(&c->deferred_out, memory_order_acquire) == 0) return false;
+  pthread_mutex_lock(&c->resp_lock);
+  return true;
+}
+static inline void hms__resp_unlock(hms__conn_t *c, bool locked) {
+  if (locked) pthread_mutex_unlock(&c->resp_lock);
+}
+
 static bool hms__write_response(hms__conn_t *c, const hms__frame_hdr_t *req, int32_t status, uint32_t ct,
                                 const void *a, size_t alen, const void *b, size_t blen) {
   uint8_t *f;
   char why[160];
-  if (hms__ring_reserve(&c->resp, alen + blen, &f, why, sizeof why) != HMS__RING_OK) return false;
-  hms__fill_response(c, f, req, status, 0, ct, a, alen, b, blen);
-  return true;
+  bool locked = hms__resp_lock(c);
+  bool ok = hms__ring_reserve(&c->resp, alen + blen, &f, why, sizeof why) == HMS__RING_OK;
+  if (ok) hms__fill_response(c, f, req, status, 0, ct, a, alen, b, blen);
+  hms__resp_unlock(c, locked);
+  return ok;
 }
 
 HMS_API int hms_call_is_cancelled(hms_call_t *call);
@@ -508,25 +537,33 @@ static hms_status_t hms__write_response_wait(hms_call_t *call, int32_t status, u
                                              const void *a, size_t alen, const void *b, size_t blen) {
   hms__conn_t *c = call->conn;
   for (;;) {
-    if (c->dead) return HMS_CANCELLED;
+    if (atomic_load(&c->gone) || (!call->deferred && c->dead)) return HMS_CANCELLED;
     uint8_t *f;
     char why[160];
+    bool locked = call->deferred ? (pthread_mutex_lock(&c->resp_lock), true) : hms__resp_lock(c);
     int rc = hms__ring_reserve(&c->resp, alen + blen, &f, why, sizeof why);
     if (rc == HMS__RING_OK) {
       hms__fill_response(c, f, &call->hdr, status, flags, ct, a, alen, b, blen);
+      hms__resp_unlock(c, locked);
       return HMS_OK;
     }
     if (rc == HMS__RING_CORRUPT) {
-      c->dead = true;
+      hms__resp_unlock(c, locked);
+      if (!call->deferred) c->dead = true;
       return HMS_CANCELLED;
     }
-    if (call->hdr.deadline_ns && hms__now_ns() >= call->hdr.deadline_ns) return HMS_CANCELLED;
+    if (call->hdr.deadline_ns && hms__now_ns() >= call->hdr.deadline_ns) {
+      hms__resp_unlock(c, locked);
+      return HMS_CANCELLED;
+    }
     uint32_t seq = atomic_load_explicit(&c->resp.ctl->space_seq, memory_order_acquire);
     atomic_store(&c->resp.ctl->producer_waiting, 1);
     atomic_thread_fence(memory_order_seq_cst);
     uint64_t fb;
-    if (hms__ring_free(&c->resp, &fb, why, sizeof why) != HMS__RING_OK) {
-      c->dead = true;
+    rc = hms__ring_free(&c->resp, &fb, why, sizeof why);
+    hms__resp_unlock(c, locked);
+    if (rc != HMS__RING_OK) {
+      if (!call->deferred) c->dead = true;
       return HMS_CANCELLED;
     }
     if (fb >= hms__frame_bytes(alen + blen) * 2) continue;
@@ -795,6 +832,13 @@ static bool hms__cancel_requested(hms_call_t *call) {
 HMS_API int hms_call_is_cancelled(hms_call_t *call) {
   if (!call) return 0;
   hms__conn_t *c = call->conn;
+  if (call->deferred) {
+    /* Another thread: never touch the rings the dispatcher reads. Its CANCEL frame is consumed by the
+     * dispatcher (this call's own frame is gone) and lands in the cancelled set. */
+    if (atomic_load(&c->gone)) return 1;
+    if (call->hdr.deadline_ns && hms__now_ns() >= call->hdr.deadline_ns) return 1;
+    return hms__conn_cancelled(c, call->hdr.call_id) ? 1 : 0;
+  }
   if (hms__cancel_requested(call)) return 1;
   if (call->hdr.deadline_ns && hms__now_ns() >= call->hdr.deadline_ns) return 1;
   /* A caller that died has given up too. */
@@ -928,20 +972,23 @@ static int hms__drain(hms__conn_t *c) {
     if (!hms__ring_has_data(&c->req)) break;
     /* Only start a call when its reply is sure to fit: a client that stops reading its replies
      * stalls itself, never the dispatcher. */
+    bool locked = hms__resp_lock(c);
     uint64_t free_bytes = c->resp.cap - (c->resp.pos - c->resp.peer_cache); /* cached tail first */
-    if (free_bytes < 2 * c->resp.max_frame &&
-        hms__ring_free(&c->resp, &free_bytes, why, sizeof why) != HMS__RING_OK)
-      return -1;
-    if (free_bytes < 2 * c->resp.max_frame) {
+    int frc = HMS__RING_OK;
+    if (free_bytes < 2 * c->resp.max_frame) frc = hms__ring_free(&c->resp, &free_bytes, why, sizeof why);
+    if (frc == HMS__RING_OK && free_bytes < 2 * c->resp.max_frame) {
       atomic_store(&c->resp.ctl->producer_waiting, 1);
       atomic_thread_fence(memory_order_seq_cst);
-      if (hms__ring_free(&c->resp, &free_bytes, why, sizeof why) != HMS__RING_OK) return -1;
-      if (free_bytes < 2 * c->resp.max_frame) {
+      frc = hms__ring_free(&c->resp, &free_bytes, why, sizeof why);
+      if (frc == HMS__RING_OK && free_bytes < 2 * c->resp.max_frame) {
+        hms__resp_unlock(c, locked);
         c->blocked = true;
         break;
       }
       atomic_store(&c->resp.ctl->producer_waiting, 0);
     }
+    hms__resp_unlock(c, locked);
+    if (frc != HMS__RING_OK) return -1;
     c->blocked = false;
     hms__frame_hdr_t hdr;
     const uint8_t *payload;
@@ -1169,6 +1216,58 @@ HMS_API hms_status_t hms_node_serve(hms_node_t *node, int64_t timeout_ns, hms_er
   return HMS_OK;
 }
 
+static void hms__set_sleeping(hms_node_t *node, uint32_t v) {
+  for (size_t i = 0; i < node->nconns; i++)
+    if (node->conns[i]->state == HMS__CONN_ACTIVE)
+      atomic_store_explicit(&node->conns[i]->req.ctl->consumer_sleeping, v, memory_order_relaxed);
+}
+
+HMS_API int hms_node_event_fd(const hms_node_t *node) { return node ? node->epfd : -1; }
+
+HMS_API hms_status_t hms_node_poll(hms_node_t *node, uint32_t *served, int *again, hms_error_t *err) {
+  if (served) *served = 0;
+  if (again) *again = 0;
+  if (!node) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "node is NULL");
+  int expected = 0;
+  if (!atomic_compare_exchange_strong(&node->serving, &expected, 1))
+    return hms__fail(err, HMS_FAILED_PRECONDITION, 0,
+                     "node '%s' is already being served by another thread; one serving thread per node",
+                     node->name);
+  hms__set_sleeping(node, 0); /* awake: clients need not ring while we look */
+  hms__handle_events(node, 0, NULL);
+  uint32_t total = 0;
+  for (int round = 0; round < 4; round++) {
+    int work = 0;
+    for (size_t i = 0; i < node->nconns; i++) {
+      hms__conn_t *c = node->conns[i];
+      if (c->state != HMS__CONN_ACTIVE || c->dead) continue;
+      int r = hms__drain(c);
+      if (r < 0)
+        c->dead = true;
+      else
+        work += r;
+    }
+    total += (uint32_t)work;
+    if (!work) break;
+  }
+  /* Arm: from now on a client that sends rings its doorbell, which makes the epoll fd readable. */
+  hms__set_sleeping(node, 1);
+  atomic_thread_fence(memory_order_seq_cst);
+  bool pending = false, dead = false;
+  for (size_t i = 0; i < node->nconns; i++) {
+    hms__conn_t *c = node->conns[i];
+    dead |= c->dead;
+    if (c->state == HMS__CONN_ACTIVE && !c->dead && !c->blocked && hms__ring_has_data(&c->req)) pending = true;
+  }
+  if (dead) hms__reap(node);
+  if (pending) hms__set_sleeping(node, 0);
+  atomic_store(&node->serving, 0);
+  if (served) *served = total;
+  if (again) *again = pending ? 1 : 0;
+  hms__ok(err);
+  return HMS_OK;
+}
+
 static void *hms__serve_thread(void *arg) {
   hms_node_t *node = arg;
   hms_node_serve(node, -1, NULL);
@@ -1196,4 +1295,92 @@ HMS_API void hms_node_stop(hms_node_t *node) {
     pthread_join(node->thread, NULL);
     node->thread_running = false;
   }
+}
+
+/* ------------------------------------------------------------------ deferred replies */
+struct hms_deferred_s {
+  hms_call_t call; /* a copy: conn (referenced), function, header */
+};
+
+HMS_API hms_status_t hms_call_defer(hms_call_t *call, hms_deferred_t **out, hms_error_t *err) {
+  if (out) *out = NULL;
+  if (!call || !out) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "call and out must not be NULL");
+  if (call->deferred || call->replied)
+    return hms__fail(err, HMS_FAILED_PRECONDITION, 0, "call %llu was already answered or deferred",
+                     (unsigned long long)call->hdr.call_id);
+  if (call->hdr.flags & (HMS__FRAME_F_STREAM | HMS__FRAME_F_CSTREAM))
+    return hms__fail(err, HMS_FAILED_PRECONDITION, 0, "streams cannot be deferred; serve them from the handler");
+  hms_deferred_t *d = calloc(1, sizeof *d);
+  if (!d) return hms__fail(err, HMS_RESOURCE_EXHAUSTED, ENOMEM, "out of memory");
+  hms__conn_t *c = call->conn;
+  atomic_fetch_add(&c->refs, 1);
+  atomic_fetch_add_explicit(&c->deferred_out, 1, memory_order_acq_rel);
+  d->call = *call;
+  d->call.deferred = true;
+  d->call.replied = false;
+  d->call.err_details = NULL;
+  d->call.consumed = true;
+  call->replied = true; /* the dispatcher must not answer it */
+  *out = d;
+  hms__ok(err);
+  return HMS_OK;
+}
+
+HMS_API hms_call_t *hms_deferred_call(hms_deferred_t *deferred) { return deferred ? &deferred->call : NULL; }
+
+static void hms__deferred_free(hms_deferred_t *d) {
+  hms__conn_t *c = d->call.conn;
+  atomic_fetch_sub_explicit(&c->deferred_out, 1, memory_order_acq_rel);
+  hms__conn_unref(c);
+  free(d);
+}
+
+HMS_API hms_status_t hms_deferred_reply(hms_deferred_t *deferred, const char *data, size_t len,
+                                        uint32_t content_type, hms_error_t *err) {
+  if (!deferred) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "deferred is NULL");
+  hms_call_t *call = &deferred->call;
+  hms__conn_t *c = call->conn;
+  uint64_t max = c->resp.max_frame - HMS_FRAME_HEADER_BYTES;
+  hms_status_t st = HMS_OK;
+  if (len && !data) {
+    st = hms__fail(err, HMS_INVALID_ARGUMENT, 0, "data is NULL but len is %zu", len);
+  } else if (len > max) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "reply of %zu bytes exceeds the connection's max message of %llu bytes", len,
+             (unsigned long long)max);
+    hms_deferred_fail(deferred, HMS_RESOURCE_EXHAUSTED, msg, NULL, 0, 0);
+    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0, "%s", msg);
+  } else if (!(call->hdr.flags & HMS__FRAME_F_ONEWAY)) {
+    if (hms__write_response_wait(call, HMS_OK, 0, content_type, data, len, NULL, 0) != HMS_OK)
+      st = hms__fail(err, HMS_CANCELLED, 0, "the caller went away or gave up; the reply was dropped");
+  }
+  hms__deferred_free(deferred);
+  if (st == HMS_OK) hms__ok(err);
+  return st;
+}
+
+HMS_API void hms_deferred_fail(hms_deferred_t *deferred, hms_status_t code, const char *message,
+                               const char *details, size_t details_len, uint32_t details_content_type) {
+  if (!deferred) return;
+  hms_call_t *call = &deferred->call;
+  hms__conn_t *c = call->conn;
+  if (!(call->hdr.flags & HMS__FRAME_F_ONEWAY)) {
+    if (code == HMS_OK) code = HMS_UNKNOWN;
+    const char *msg = message ? message : "";
+    size_t mlen = strlen(msg);
+    uint64_t room = c->resp.max_frame - HMS_FRAME_HEADER_BYTES - 4;
+    if (mlen > 255) mlen = 255;
+    if (details_len > room - mlen) details_len = 0;
+    uint8_t *buf = malloc(4 + mlen + details_len);
+    if (buf) {
+      uint32_t m32 = (uint32_t)mlen;
+      memcpy(buf, &m32, 4);
+      memcpy(buf + 4, msg, mlen);
+      if (details_len) memcpy(buf + 4 + mlen, details, details_len);
+      hms__write_response_wait(call, code, 0, details_len ? details_content_type : HMS_CT_NONE, buf,
+                               4 + mlen + details_len, NULL, 0);
+      free(buf);
+    }
+  }
+  hms__deferred_free(deferred);
 }

@@ -158,7 +158,7 @@ class CallContext:
 
 
 class _Function:
-    __slots__ = ("name", "fn", "codec", "wants_ctx", "handle", "service", "stream", "client_stream")
+    __slots__ = ("name", "fn", "codec", "wants_ctx", "handle", "service", "stream", "client_stream", "is_async")
 
     def __init__(self, service: "Service", name: str, fn: Callable, codec: Optional[str],
                  client_stream: bool = False) -> None:
@@ -169,6 +169,7 @@ class _Function:
         self.codec = codec
         self.wants_ctx = _wants_context(fn)
         self.stream = inspect.isgeneratorfunction(fn)  # a generator handler serves a stream
+        self.is_async = inspect.iscoroutinefunction(fn)  # runs on the node's event loop
         self.handle = ffi.new_handle(self)
 
 
@@ -205,6 +206,8 @@ def _hms_py_handler(call, req, user_data):
     try:
         if entry.client_stream:
             arg = _Incoming(call)
+        elif entry.is_async:
+            return entry.service.node._start_async(call, entry, req)
         else:
             n = req.len
             data = ffi.buffer(req.data, n)[:] if n else b""  # copied: the peer may rewrite shared memory
@@ -383,6 +386,15 @@ class Node:
         self._thread: Optional[threading.Thread] = None
         self._interrupted: Optional[BaseException] = None
         self._lock = threading.Lock()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop_thread: Optional[threading.Thread] = None
+        self._deferred: Dict[int, tuple] = {}
+        self._watcher = None
+        self._loop_serving = False
+        self._serve_event = threading.Event()
+        self._poll_served = ffi.new("uint32_t *")
+        self._poll_again = ffi.new("int *")
+        self._poll_err = ffi.new("hms_error_t *")
 
     # -- lifecycle
     def _check_open(self) -> None:
@@ -409,9 +421,24 @@ class Node:
         return svc
 
     def serve(self, timeout: Optional[float] = None) -> None:
-        """Serves on this thread until ``stop()``, Ctrl-C, or ``timeout`` seconds."""
+        """Serves on this thread until ``stop()``, Ctrl-C, or ``timeout`` seconds. (With ``async def``
+        handlers the node's event loop serves, and this thread waits.)"""
         self._check_open()
         import time
+
+        if self._has_async():
+            self._serve_event.clear()
+            self.start()
+            end = None if timeout is None else time.monotonic() + timeout
+            try:
+                while not self._serve_event.is_set():
+                    left = 0.2 if end is None else min(0.2, end - time.monotonic())
+                    if left <= 0:
+                        break
+                    self._serve_event.wait(left)  # short waits: Ctrl-C stays responsive
+            finally:
+                self._stop_loop_serving()
+            return
 
         end = None if timeout is None else time.monotonic() + timeout
         err = ffi.new("hms_error_t *")
@@ -427,16 +454,63 @@ class Node:
                 _raise(st, err)
             return
 
+    def _has_async(self) -> bool:
+        return any(f.is_async for s in self._services.values() for f in s._functions.values())
+
     def start(self) -> "Node":
-        """Serves on a background thread (daemon) until ``stop()`` or ``close()``."""
+        """Serves on a background thread (daemon) until ``stop()`` or ``close()``.
+
+        A node with ``async def`` handlers is served from its event loop (``async_loop``): requests
+        are dispatched by the loop's thread, which also runs the coroutines, so plain and async
+        handlers share one thread and never contend for the GIL."""
         self._check_open()
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
+            if (self._thread is not None and self._thread.is_alive()) or self._loop_serving:
                 raise FailedPrecondition(f"node {self.name!r} is already serving in the background")
-            self._thread = threading.Thread(target=self._serve_forever, name=f"hms-serve-{self.name}",
-                                            daemon=True)
-            self._thread.start()
+            if not self._has_async():
+                self._thread = threading.Thread(target=self._serve_forever, name=f"hms-serve-{self.name}",
+                                                daemon=True)
+                self._thread.start()
+                return self
+            self._loop_serving = True
+        loop = self.async_loop
+        done = threading.Event()
+
+        def arm():
+            loop.add_reader(lib.hms_node_event_fd(self._ptr), self._poll_step)
+            self._poll_step()
+            done.set()
+
+        loop.call_soon_threadsafe(arm)
+        done.wait(5)
         return self
+
+    def _poll_step(self) -> None:
+        ptr = self._ptr
+        if ptr is None or not self._loop_serving:
+            return
+        st = lib.hms_node_poll(ptr, self._poll_served, self._poll_again, self._poll_err)
+        if st == 0 and self._poll_again[0]:
+            self._loop.call_soon(self._poll_step)  # more is waiting: come back after other tasks ran
+
+    def _stop_loop_serving(self) -> None:
+        if not self._loop_serving:
+            return
+        self._loop_serving = False
+        loop = self._loop
+        if loop is not None and self._ptr is not None:
+            fd = lib.hms_node_event_fd(self._ptr)
+            done = threading.Event()
+
+            def unarm():
+                loop.remove_reader(fd)
+                done.set()
+
+            if _running_loop() is loop:
+                unarm()
+            else:
+                loop.call_soon_threadsafe(unarm)
+                done.wait(5)
 
     def _serve_forever(self) -> None:
         _serving_nodes.add(self)
@@ -447,6 +521,99 @@ class Node:
                 continue
             return
 
+    # -- async handlers: an event loop of the node's own, on a thread of its own
+    @property
+    def async_loop(self) -> "asyncio.AbstractEventLoop":
+        """The event loop that runs this node's ``async def`` handlers (started on first use)."""
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                t = threading.Thread(target=loop.run_forever, name=f"hms-async-{self.name}", daemon=True)
+                t.start()
+                self._loop, self._loop_thread = loop, t
+            return self._loop
+
+    def _start_async(self, call, entry: "_Function", req) -> int:
+        """In the dispatcher: defer the call, hand it to the event loop, return at once."""
+        n = req.len
+        data = ffi.buffer(req.data, n)[:] if n else b""  # copy now: the ring slot is reused after return
+        ct = req.content_type
+        arg = data if ct == CT_RAW else decode(ct, data)
+        out = ffi.new("hms_deferred_t **")
+        st = lib.hms_call_defer(call, out, self._handler_err)
+        if st:
+            raise error_for(st, ffi.string(self._handler_err.message).decode("utf-8", "replace"))
+        d = out[0]
+        ctx = CallContext(lib.hms_deferred_call(d)) if entry.wants_ctx else None
+        coro = self._run_async(entry, arg, ctx, d)
+        if _running_loop() is self._loop:
+            self._loop.create_task(coro)  # served from the loop itself: no thread hop, no GIL convoy
+        else:
+            asyncio.run_coroutine_threadsafe(coro, self.async_loop)
+        return 0
+
+    async def _run_async(self, entry: "_Function", arg, ctx, d) -> None:
+        key = int(ffi.cast("uintptr_t", d))
+        self._deferred[key] = (asyncio.current_task(), d)
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.ensure_future(self._watch_cancellations())
+        err = ffi.new("hms_error_t *")
+        try:
+            try:
+                result = await (entry.fn(arg, ctx) if entry.wants_ctx else entry.fn(arg))
+                if type(result) is bytes and entry.codec is None:
+                    out, out_ct = result, CT_RAW
+                else:
+                    out, out_ct = encode(result, entry.codec)
+            except FFIError as e:
+                details, dct = (encode(e.details) if e.details is not None else (b"", CT_NONE))
+                lib.hms_deferred_fail(d, e.code, e.message.encode("utf-8", "replace")[:255], details, len(details), dct)
+                return
+            except asyncio.CancelledError:
+                lib.hms_deferred_fail(d, 1, b"the call was cancelled", ffi.NULL, 0, 0)
+                return
+            except BaseException as e:  # a handler bug becomes an error reply
+                if self.log_handler_errors:
+                    sys.stderr.write(f"hms_ffi_native: async handler {entry.service.name}.{entry.name} raised:\n")
+                    traceback.print_exception(e)
+                lib.hms_deferred_fail(d, 2, f"{type(e).__name__}: {e}".encode("utf-8", "replace")[:255], ffi.NULL, 0, 0)
+                return
+            lib.hms_deferred_reply(d, out, len(out), out_ct, err)
+        finally:
+            self._deferred.pop(key, None)
+
+    async def _watch_cancellations(self) -> None:
+        # While async calls run, look every 5 ms whether their callers cancelled (or went away, or
+        # passed their deadline) and cancel the task: the handler sees asyncio.CancelledError.
+        while self._deferred:
+            await asyncio.sleep(0.005)
+            for task, d in list(self._deferred.values()):
+                if not task.done() and lib.hms_call_is_cancelled(lib.hms_deferred_call(d)):
+                    task.cancel()
+
+    def _stop_async(self) -> None:
+        loop, t = self._loop, self._loop_thread
+        if loop is None:
+            return
+
+        async def shutdown():
+            for task, _ in list(self._deferred.values()):
+                task.cancel()
+            for _ in range(200):
+                if not self._deferred:
+                    break
+                await asyncio.sleep(0.005)
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(5)
+        except Exception:
+            pass
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(5)
+        if not t.is_alive():
+            loop.close()
+        self._loop = self._loop_thread = None
+
     def _interrupt(self, exc: BaseException) -> None:
         self._interrupted = exc
         lib.hms_node_stop(self._ptr)
@@ -455,6 +622,8 @@ class Node:
         """Stops serving (returns once the background thread, if any, has finished)."""
         if self._ptr is None:
             return
+        self._stop_loop_serving()
+        self._serve_event.set()
         lib.hms_node_stop(self._ptr)
         t = self._thread
         if t is not None and t is not threading.current_thread():
@@ -466,6 +635,7 @@ class Node:
         if self._ptr is None:
             return
         self.stop()
+        self._stop_async()  # pending async handlers answer (cancelled) before the node goes
         for c in list(self._clients):
             c.close()
         lib.hms_node_close(self._ptr)

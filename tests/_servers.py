@@ -2,6 +2,7 @@
 serving. The runtime directory comes from HMS_FFI_RUNTIME_DIR."""
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import time
@@ -139,6 +140,33 @@ def echo_service(node, name="py.echo", version="1.0.0"):
     @svc.function()
     def chat_cancels(_):
         return state.get("chat_cancels", 0)
+
+    @svc.function()
+    async def aecho(x):
+        await asyncio.sleep(0)
+        return x
+
+    @svc.function()
+    async def asleep(seconds, ctx):
+        try:
+            await asyncio.sleep(seconds)
+            return {"slept": seconds, "peer": ctx.peer_pid}
+        except asyncio.CancelledError:
+            state["acancels"] = state.get("acancels", 0) + 1
+            raise
+
+    @svc.function()
+    def acancels(_):
+        return state.get("acancels", 0)
+
+    @svc.function()
+    async def afail(_):
+        await asyncio.sleep(0)
+        raise hms.NotFound("async missing", details={"where": "afail"})
+
+    @svc.function()
+    async def abug(_):
+        return 1 / 0
 
     @svc.function()
     def big_items(args):

@@ -170,3 +170,69 @@ def test_one_way_oversize_and_bad_input(echo):
         echo.send("echo")
     with pytest.raises(hms.FailedPrecondition):
         echo.call_async("echo")
+
+
+# ------------------------------------------------------------------ async handlers on the node's loop
+def test_async_handler_replies(echo):
+    assert echo.call("aecho", {"x": [1, 2]}, timeout=5) == {"x": [1, 2]}
+    assert echo.call("aecho", b"raw", timeout=5) == b"raw"
+    r = echo.call("asleep", 0.01, timeout=5)
+    assert r["slept"] == 0.01 and r["peer"] > 0
+
+
+def test_async_handlers_run_concurrently(echo):
+    # 50 calls that each await 0.2 s: one event loop runs them side by side, and the dispatcher
+    # keeps serving plain calls meanwhile.
+    t0 = time.monotonic()
+    futs = [echo.call_async("asleep", 0.2, timeout=10) for _ in range(50)]
+    assert echo.call("echo", "not blocked", timeout=5) == "not blocked"
+    assert time.monotonic() - t0 < 0.15
+    assert all(f.result(10)["slept"] == 0.2 for f in futs)
+    assert time.monotonic() - t0 < 2.0
+
+
+def test_async_handler_errors(echo):
+    with pytest.raises(hms.NotFound) as ei:
+        echo.call("afail", None, timeout=5)
+    assert ei.value.details == {"where": "afail"} and ei.value.source == "remote"
+    with pytest.raises(hms.Unknown, match="ZeroDivisionError"):
+        echo.call("abug", None, timeout=5)
+
+
+def test_cancelling_reaches_the_async_handler(echo):
+    f = echo.call_async("asleep", 5)
+    time.sleep(0.1)
+    f.cancel()
+    assert wait_until(lambda: echo.call("acancels", None, timeout=5) == 1, 3)
+    # a caller whose deadline passes cancels it too
+    with pytest.raises(hms.DeadlineExceeded):
+        echo.call("asleep", 5, timeout=0.1)
+    assert wait_until(lambda: echo.call("acancels", None, timeout=5) == 2, 3)
+
+
+def test_async_many_in_flight_from_asyncio(echo):
+    async def main():
+        return await asyncio.gather(*[echo.acall("aecho", i, timeout=10) for i in range(1000)])
+
+    assert asyncio.run(main()) == list(range(1000))
+
+
+def test_async_handler_in_process_and_close_while_pending(node):
+    import asyncio as aio
+
+    svc = node.service("async.inproc", "1.0.0")
+
+    @svc.function()
+    async def wait(x):
+        await aio.sleep(x)
+        return "late"
+
+    node.start()
+    c = node.connect("async.inproc")
+    f = c.call_async("wait", 5)
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    node.close()  # cancels the pending handler; the caller hears about it
+    with pytest.raises((hms.Cancelled, hms.Unavailable, hms.FailedPrecondition)):
+        f.result(5)
+    assert time.monotonic() - t0 < 3

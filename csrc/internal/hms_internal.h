@@ -265,6 +265,7 @@ struct hms_call_s {
   uint32_t err_details_ct;
   bool consumed; /* client stream: the opening frame left the ring before the handler ran */
   bool in_ended; /* client stream: the caller's END frame was seen */
+  bool deferred; /* this is the call view of an hms_deferred_t (answered from another thread) */
 };
 
 struct hms_node_s {
@@ -361,6 +362,7 @@ typedef struct {
                                                            * publisher that clears it rings the bell */
   _Alignas(HMS__CACHELINE) _Atomic uint32_t pub_waiting;  /* publisher (blocking mode) waits on us */
   _Atomic uint32_t pub_wake;                              /* futex word the publisher sleeps on */
+  _Atomic uint64_t pub_wake_at; /* ... until our cursor reaches this (so it wakes once per batch) */
 } hms__subpage_t;
 _Static_assert(sizeof(hms__subpage_t) <= HMS__SUBPAGE_BYTES, "subscriber page fits a page");
 

@@ -180,6 +180,15 @@ HMS_API const char *hms_node_runtime_dir(const hms_node_t *node);
 /// HMS_FAILED_PRECONDITION if another thread is serving.
 HMS_API hms_status_t hms_node_serve(hms_node_t *node, int64_t timeout_ns, hms_error_t *err);
 
+/// Serving from an event loop: handles what is ready without blocking — accepts, hang-ups, up to a
+/// few rounds of requests — then arms the node so hms_node_event_fd() turns readable when something
+/// new arrives. *served counts the requests handled; *again is 1 when more are already waiting (call
+/// again soon, after letting the loop run). Handlers run on the calling thread.
+/// Thread-safety: like hms_node_serve (one serving thread at a time).
+HMS_API hms_status_t hms_node_poll(hms_node_t *node, uint32_t *served, int *again, hms_error_t *err);
+/// Returns: a descriptor (epoll) that is readable when hms_node_poll() has something to do.
+HMS_API int hms_node_event_fd(const hms_node_t *node);
+
 /// Starts a background thread running hms_node_serve() until hms_node_stop() or close.
 HMS_API hms_status_t hms_node_start(hms_node_t *node, hms_error_t *err);
 
@@ -248,6 +257,27 @@ HMS_API int hms_call_is_stream(const hms_call_t *call);
 /// HMS_FAILED_PRECONDITION when the call is not a client stream.
 HMS_API hms_status_t hms_call_recv(hms_call_t *call, hms_payload_t *item, int *end, int64_t timeout_ns,
                                    hms_error_t *err);
+
+/// A call whose reply is sent later, from any thread: what an event-loop (async) handler needs.
+typedef struct hms_deferred_s hms_deferred_t;
+
+/// Takes over the reply of the running (non-stream) call: the handler returns at once and the reply
+/// is sent later with hms_deferred_reply() or hms_deferred_fail() — exactly one of them, once, from
+/// any thread. The request payload is NOT kept: copy what you need before returning.
+/// Ownership: *out belongs to the caller until that reply/fail, which frees it.
+/// Returns: HMS_FAILED_PRECONDITION for streams and for a call already answered or deferred.
+HMS_API hms_status_t hms_call_defer(hms_call_t *call, hms_deferred_t **out, hms_error_t *err);
+/// Returns: a call view for the accessors (hms_call_peer, hms_call_time_left_ns, hms_call_id,
+/// hms_call_function_name, hms_call_service_name, hms_call_trace, hms_call_is_cancelled), valid
+/// until the deferred call is answered.
+HMS_API hms_call_t *hms_deferred_call(hms_deferred_t *deferred);
+/// Sends the reply and frees `deferred`. Waits (bounded by the call's deadline) while the caller's
+/// ring is full. A reply to a caller that went away or gave up is dropped (HMS_CANCELLED).
+HMS_API hms_status_t hms_deferred_reply(hms_deferred_t *deferred, const char *data, size_t len,
+                                        uint32_t content_type, hms_error_t *err);
+/// Sends an error (code, message, optional details) and frees `deferred`.
+HMS_API void hms_deferred_fail(hms_deferred_t *deferred, hms_status_t code, const char *message,
+                               const char *details, size_t details_len, uint32_t details_content_type);
 
 /// Records the error the caller will receive: code, message (copied, truncated to 255 bytes) and
 /// optional details bytes of the given content type (copied). Takes effect when the handler returns.
