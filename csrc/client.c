@@ -798,14 +798,16 @@ static void hms__ring_server(hms_client_t *c) {
 
 /* Writes one frame into the request ring, waiting for space until the deadline. Called with
  * send_lock held; rings the server's doorbell before waiting so a sleeping server drains the ring. */
-static hms_status_t hms__send_frame(hms_client_t *c, uint16_t kind, uint16_t flags, uint32_t fn_id, uint32_t ct,
-                                    uint64_t id, int64_t deadline, const void *data, size_t len, hms_error_t *err) {
+static hms_status_t hms__send_frame_x(hms_client_t *c, uint16_t kind, uint16_t flags, uint32_t fn_id, uint32_t ct,
+                                      uint64_t id, int64_t deadline, const void *data, size_t len, bool flush,
+                                      hms_error_t *err) {
   uint8_t *f = NULL;
   char why[200];
   int rr;
   for (;;) {
     rr = hms__ring_reserve(&c->req, len, &f, why, sizeof why);
     if (rr != HMS__RING_FULL) break;
+    hms__ring_flush(&c->req); /* frames written but not yet published must reach the server first */
     if (atomic_load(&c->dead) || hms__now_ns() >= deadline) break;
     uint32_t seq = atomic_load_explicit(&c->req.ctl->space_seq, memory_order_acquire);
     atomic_store(&c->req.ctl->producer_waiting, 1);
@@ -840,8 +842,16 @@ static hms_status_t hms__send_frame(hms_client_t *c, uint16_t kind, uint16_t fla
   memcpy(h.span_id, hms__tls_span_id, 8);
   memcpy(f, &h, sizeof h);
   if (len) memcpy(f + sizeof h, data, len);
-  hms__ring_publish(&c->req, h.len);
+  if (flush)
+    hms__ring_publish(&c->req, h.len);
+  else
+    c->req.pos += h.len; /* published by the caller's hms__ring_flush, once for many frames */
   return HMS_OK;
+}
+
+static hms_status_t hms__send_frame(hms_client_t *c, uint16_t kind, uint16_t flags, uint32_t fn_id, uint32_t ct,
+                                    uint64_t id, int64_t deadline, const void *data, size_t len, hms_error_t *err) {
+  return hms__send_frame_x(c, kind, flags, fn_id, ct, id, deadline, data, len, true, err);
 }
 
 static hms_status_t hms__check_request(hms_client_t *c, const char *data, size_t len, hms_error_t *err) {
@@ -1162,15 +1172,16 @@ HMS_API hms_status_t hms_call_batch(hms_client_t *client, const hms_batch_item_t
           break;
         }
       }
-      hms_status_t st = hms__send_frame(c, HMS__FRAME_REQUEST, oneway ? HMS__FRAME_F_ONEWAY : 0, it->fn_id,
-                                        it->content_type, ids[sent], deadline, it->data, it->len, &ferr);
+      hms_status_t st = hms__send_frame_x(c, HMS__FRAME_REQUEST, oneway ? HMS__FRAME_F_ONEWAY : 0, it->fn_id,
+                                          it->content_type, ids[sent], deadline, it->data, it->len, false, &ferr);
       if (st) {
         if (idx[sent] != HMS__NO_SLOT) hms__slot_release(c, idx[sent]);
         failure = st;
         break;
       }
     }
-    hms__ring_server(c); /* one wake-up for the whole chunk */
+    hms__ring_flush(&c->req);
+    hms__ring_server(c); /* one publication and one wake-up for the whole chunk */
     pthread_mutex_unlock(&c->send_lock);
     if (!oneway) {
       for (size_t k = 0; k < n; k++) {

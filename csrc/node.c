@@ -891,7 +891,15 @@ static void hms__dispatch(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uin
     return;
   }
   hms_call_t call;
-  memset(&call, 0, sizeof call);
+  /* Not memset: the struct carries a 256-byte message buffer that only errors use. */
+  call.replied = false;
+  call.err_code = HMS_OK;
+  call.err_msg[0] = 0;
+  call.err_details = NULL;
+  call.err_details_len = 0;
+  call.err_details_ct = 0;
+  call.in_ended = false;
+  call.deferred = false;
   call.conn = c;
   call.fn = svc->fns[hdr->fn_id - 1];
   call.hdr = *hdr;
@@ -967,6 +975,7 @@ static void hms__req_consumed(hms__conn_t *c) {
  * the connection must be dropped. */
 static int hms__drain(hms__conn_t *c) {
   int done = 0;
+  bool consumed_any = false; /* wake a client waiting for space once per batch, not per frame */
   char why[200];
   while (done < HMS__DRAIN_BATCH) {
     if (!hms__ring_has_data(&c->req)) break;
@@ -1009,7 +1018,7 @@ static int hms__drain(hms__conn_t *c) {
   do {                                       \
     if (from_ring) {                         \
       hms__ring_consume(&c->req, &hdr);      \
-      hms__req_consumed(c);                  \
+      consumed_any = true;                   \
     } else {                                 \
       free(d->payload);                      \
       free(d);                               \
@@ -1057,7 +1066,7 @@ static int hms__drain(hms__conn_t *c) {
       if (!copy) return -1;
       memcpy(copy, payload, hdr.payload_len);
       hms__ring_consume(&c->req, &hdr);
-      hms__req_consumed(c);
+      hms__req_consumed(c); /* the handler will wait for the frames behind: let the client write them */
       hms__dispatch(c, &hdr, copy, true);
       free(copy);
     } else {
@@ -1067,6 +1076,7 @@ static int hms__drain(hms__conn_t *c) {
 #undef HMS__RELEASE_FRAME
     done++;
   }
+  if (consumed_any) hms__req_consumed(c);
   return done;
 }
 

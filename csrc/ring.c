@@ -67,6 +67,8 @@ void hms__ring_publish(hms__ring_t *r, uint64_t frame_bytes) {
   atomic_store_explicit(&r->ctl->head, r->pos, memory_order_release);
 }
 
+void hms__ring_flush(hms__ring_t *r) { atomic_store_explicit(&r->ctl->head, r->pos, memory_order_release); }
+
 int hms__ring_peek(hms__ring_t *r, hms__frame_hdr_t *hdr, const uint8_t **payload, char *why, size_t why_cap) {
   for (;;) {
     uint64_t head = r->peer_cache;

@@ -128,8 +128,10 @@ uint64_t hms__frame_bytes(uint64_t payload_len);
 /* Producer: reserve a frame with room for payload_len bytes. On HMS__RING_OK *out points at the
  * frame start (header then payload). Writes a PAD frame on wrap. */
 int hms__ring_reserve(hms__ring_t *r, uint64_t payload_len, uint8_t **out, char *why, size_t why_cap);
-/* Producer: publish the reserved frame (release store) and wake a sleeping consumer. */
+/* Producer: publish the reserved frame (release store). */
 void hms__ring_publish(hms__ring_t *r, uint64_t frame_bytes);
+/* Producer: publish everything written so far (after frames were added with r->pos += len only). */
+void hms__ring_flush(hms__ring_t *r);
 /* Producer: bytes free as far as the validated tail tells. Returns HMS__RING_CORRUPT on a bad tail. */
 int hms__ring_free(hms__ring_t *r, uint64_t *free_bytes, char *why, size_t why_cap);
 /* Consumer: copy out and validate the next frame header (skipping PAD frames). On HMS__RING_OK, *hdr

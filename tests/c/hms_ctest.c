@@ -4,6 +4,7 @@
  *   hms_ctest serve SPIN_NS       serve "ctest.echo"@1.0.0 until killed (used by Python cross tests)
  *   hms_ctest call SERVICE FN HEX call a function once and print the reply as hex (C client of Python)
  *   hms_ctest bench SPIN_NS N     C<->C 64-byte echo round trip: prints "p50_ns p99_ns calls_per_s"
+ *   hms_ctest bench-oneway SPIN_NS N B   one-way 64-byte messages in batches of B: prints "msgs_per_s count"
  *
  * The runtime directory comes from HMS_FFI_RUNTIME_DIR. */
 #include <errno.h>
@@ -815,6 +816,39 @@ static int bench(int64_t spin_ns, int n) {
   return 0;
 }
 
+/* One-way throughput: N 64-byte messages to a counting handler, sent in batches of B, measured until
+ * a synchronous call returns the count (the receiver has handled them all). Prints msgs/s. */
+static int bench_oneway(int64_t spin_ns, long n, int b) {
+  pid_t srv = fork_server("ctest.ow", spin_ns);
+  if (srv <= 0) return 2;
+  hms_node_options_t o;
+  hms_node_options_init(&o);
+  o.spin_ns = spin_ns;
+  hms_node_t *node;
+  hms_node_open(&o, &node, NULL);
+  hms_client_t *cl = connect_or_die(node, "ctest.ow");
+  uint32_t cnt = fid(cl, "count");
+  char *data = calloc((size_t)b, 64);
+  size_t *lens = malloc(sizeof(size_t) * (size_t)b);
+  for (int i = 0; i < b; i++) lens[i] = 64;
+  int64_t t0 = now_ns();
+  for (long sent = 0; sent < n; sent += b)
+    hms_call_batch_packed(cl, cnt, HMS_CT_RAW, data, lens, (size_t)b, HMS_CALL_ONEWAY, NULL, -1, NULL);
+  hms_payload_t resp;
+  hms_call(cl, cnt, NULL, &resp, -1, NULL);
+  int64_t dt = now_ns() - t0;
+  long got = resp.len ? strtol((const char *)resp.data, NULL, 10) : -1;
+  hms_payload_release(&resp);
+  printf("%.0f %ld\n", (double)got / (dt / 1e9), got);
+  free(data);
+  free(lens);
+  hms_client_close(cl);
+  hms_node_close(node);
+  kill(srv, SIGTERM);
+  waitpid(srv, NULL, 0);
+  return got == (n + b - 1) / b * b ? 0 : 1;
+}
+
 static int call_once(const char *service, const char *fn, const char *hex) {
   hms_node_t *node;
   hms_error_t e;
@@ -850,6 +884,7 @@ int main(int argc, char **argv) {
   if (argc >= 3 && !strcmp(argv[1], "serve")) return run_server("ctest.echo", atoll(argv[2]), -1);
   if (argc >= 5 && !strcmp(argv[1], "call")) return call_once(argv[2], argv[3], argv[4]);
   if (argc >= 4 && !strcmp(argv[1], "bench")) return bench(atoll(argv[2]), atoi(argv[3]));
+  if (argc >= 5 && !strcmp(argv[1], "bench-oneway")) return bench_oneway(atoll(argv[2]), atol(argv[3]), atoi(argv[4]));
   fprintf(stderr, "usage: hms_ctest selftest | serve SPIN_NS | call SERVICE FN HEX | bench SPIN_NS N\n");
   return 64;
 }
