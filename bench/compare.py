@@ -1,26 +1,55 @@
 #!/usr/bin/env python3
-"""One run comparing 64-byte echo round trips across transports, plus the idle CPU of a serving node.
+"""One run comparing transports and call patterns: 64-byte echo round trips, the idle CPU of a serving
+node, one-way throughput, asyncio calls, server streams and batches.
 
-    python bench/compare.py                 # 20000 calls per row
-    python bench/compare.py --quick         # 3000 calls per row (CI)
+    python bench/compare.py                 # 20000 calls per echo row, 1 M messages/items per throughput rep
+    python bench/compare.py --quick         # 3000 calls, 200 k messages/items, 3 reps (CI; well under 60 s)
     python bench/compare.py --rows py-spin,pipe --n 50000 --json /tmp/r.json
+    python bench/compare.py --sections oneway,stream
 
-Rows (--rows, comma separated; default all):
+Sections (--sections, comma separated; default all but pubsub) and their rows (--rows, comma separated;
+default all; a section none of whose rows is selected is skipped):
+
+  echo     64-byte echo round trip (p50/p99/calls/s)
     py-spin    hms-ffi, Python client <-> Python server process, both with the default spin (50 us)
     py-nospin  hms-ffi, Python <-> Python, spin_us=0 on the server node and on the client
     c-spin     hms-ffi, C <-> C (tests/c/hms_ctest.c "bench"), default spin
     c-nospin   hms-ffi, C <-> C, no spin
     pipe       multiprocessing.Pipe(); the child loops recv_bytes/send_bytes
     zmq        pyzmq REQ/REP over ipc://; the child runs the REP socket
+  idle     CPU of an idle serving node (also skipped by --no-idle)
+  oneway   one-way 64-byte messages/s, end to end (until the receiver has handled every message)
+    ow-send        hms-ffi client.send(), one message per call, to a counting Python handler
+    ow-many-1000   hms-ffi client.send_many() in batches of 1000, counting Python handler
+    ow-many-10000  the same in batches of 10000
+    ow-noop-10000  send_many() x 10000 to a no-op Python handler (the Python receiver's ceiling)
+    ow-c           hms-ffi C <-> C, batches of 1000 (hms_ctest bench-oneway): the ceiling without Python
+    ow-zmq         pyzmq PUSH/PULL over ipc://, the child counts
+    ow-pipe        multiprocessing.Pipe, send_bytes one way, the child counts
+  async    asyncio and futures, 64-byte echo
+    async-seq      await client.acall() one at a time vs client.call(), interleaved in one run: p50/p99
+    async-gather   asyncio.gather() of 1000 acall()s: calls/s
+    async-futures  1000 client.call_async() futures, concurrent.futures.wait(): calls/s
+  stream   server streams, items/s
+    stream-raw     16-byte raw items
+    stream-cbor    small ints, CBOR-encoded
+  batch    client.batch() of 1000 64-byte echos vs client.call() one at a time: calls/s
+    batch-1000
+  pubsub   pub/sub fan-out: a placeholder, not implemented here yet (see "HOOK: pub/sub fan-out")
 
 Every server runs in its own, freshly started process; the client is this process. Python rows time
 each call with time.perf_counter_ns after a warm-up (n/10 + 100 calls) with the garbage collector
 paused; p50/p99 come from the sorted per-call times and calls/s from the wall time of the timed loop.
+Throughput rows run one untimed warm-up (a tenth of the size), then --reps timed repetitions, and report
+the median with the min-max range.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import atexit
+import concurrent.futures
+import contextlib
 import datetime as _dt
 import gc
 import json
@@ -59,6 +88,50 @@ ROWS = {
     "zmq": "pyzmq REQ/REP ipc://",
 }
 BASELINE = "py-spin"
+
+ONEWAY_ROWS = {
+    "ow-send": "hms-ffi send(), 1 per call → Python counter",
+    "ow-many-1000": "hms-ffi send_many() ×1000 → Python counter",
+    "ow-many-10000": "hms-ffi send_many() ×10000 → Python counter",
+    "ow-noop-10000": "hms-ffi send_many() ×10000 → Python no-op",
+    "ow-c": "hms-ffi C → C counter, batches of 1000",
+    "ow-zmq": "pyzmq PUSH/PULL ipc:// → Python counter",
+    "ow-pipe": "multiprocessing.Pipe → Python counter",
+}
+ASYNC_ROWS = {
+    "async-seq": "await acall() vs call(), one at a time",
+    "async-gather": "asyncio.gather() of 1000 acall()s",
+    "async-futures": "1000 call_async() futures",
+}
+STREAM_ROWS = {
+    "stream-raw": "server stream, 16-byte raw items",
+    "stream-cbor": "server stream, small ints (CBOR)",
+}
+BATCH_ROWS = {
+    "batch-1000": "batch() of 1000 echos vs call() one at a time",
+}
+# ----------------------------------------------------------------------------------------------------
+# HOOK: pub/sub fan-out. Not implemented here yet; whoever adds it:
+#   1. fill PUBSUB_ROWS (row key -> label) below,
+#   2. add a runner for each row in main()'s `runners` (returning a dict of numbers; raise BenchError
+#      to report a failed row) and a render_pubsub(results, args) -> List[str] for its markdown table,
+#   3. register render_pubsub in SECTION_RENDERERS (marked "HOOK: pub/sub fan-out" as well),
+#   4. put "pubsub" into DEFAULT_SECTIONS.
+# Until then `--sections pubsub` only adds a note that the section is not implemented.
+# ----------------------------------------------------------------------------------------------------
+PUBSUB_ROWS: Dict[str, str] = {}
+
+SECTIONS = {  # section -> its rows, in run order
+    "echo": ROWS,
+    "idle": {},
+    "oneway": ONEWAY_ROWS,
+    "async": ASYNC_ROWS,
+    "stream": STREAM_ROWS,
+    "batch": BATCH_ROWS,
+    "pubsub": PUBSUB_ROWS,
+}
+DEFAULT_SECTIONS = ["echo", "idle", "oneway", "async", "stream", "batch"]
+ALL_ROWS = {k: v for rows in SECTIONS.values() for k, v in rows.items()}
 
 
 class BenchError(RuntimeError):
@@ -210,7 +283,7 @@ class Watchdog:
     def __exit__(self, exc_type, exc, tb) -> None:
         self._timer.cancel()
         if self.fired and exc_type is not None:
-            raise BenchError(f"row timed out after {self.seconds:.0f} s (server killed)") from exc
+            raise BenchError(f"row timed out after {self.seconds:g} s (server killed)") from exc
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -403,6 +476,434 @@ def bench_c(args, spin: bool) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Throughput sections: one-way, asyncio, streams, batches
+# ----------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def paused_gc():
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+@contextlib.contextmanager
+def hms_session(tag: str):
+    """A fresh Python hms-ffi server process (default spin) and a client of it: (server proc, client)."""
+    d = fresh_dir()
+    service = f"bench.{tag}"
+    proc = start_hms_server(d, "default", service)
+    node = hms.Node(f"bench-client-{os.getpid()}", runtime_dir=d)
+    try:
+        client = node.connect(service, "^1", timeout=10.0)
+        try:
+            yield proc, client
+        finally:
+            client.close()
+    finally:
+        node.close()
+        stop_child(proc)
+
+
+def tput_timeout(args, items: int) -> float:
+    """Deadline of a throughput row: warm-up + reps of ``items`` each at >= 50 k/s, plus a minute."""
+    if args.row_timeout:
+        return args.row_timeout
+    return 60.0 + (args.reps + 1) * items * 20e-6
+
+
+def repeat(args, once: Callable[[int], dict], n: int) -> dict:
+    """An untimed warm-up of n/10, then args.reps timed runs of ``once(n)`` (GC paused); each returns
+    at least {"seconds": wall time, "items": count}."""
+    once(max(1, n // 10))
+    runs = []
+    for _ in range(args.reps):
+        with paused_gc():
+            runs.append(once(n))
+    return _median_runs(runs, n)
+
+
+def _median(xs: List[float]) -> float:
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
+def _median_runs(runs: List[dict], n: int, **extra) -> dict:
+    """rate = items/seconds: median, min and max over the runs; every other numeric field: its median."""
+    for r in runs:
+        r["rate"] = r["items"] / r["seconds"]
+        if "sender_seconds" in r:
+            r["sender_rate"] = r["items"] / r["sender_seconds"]
+    rates = [r["rate"] for r in runs]
+    res = {"n": n, "reps": len(runs), "rate": _median(rates), "rate_min": min(rates), "rate_max": max(rates)}
+    for key, v in runs[0].items():
+        if key not in res and key not in ("seconds", "items") and isinstance(v, (int, float)):
+            vals = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
+            if len(vals) == len(runs):
+                res[key] = _median(vals)
+    res["runs"] = runs
+    res.update(extra)
+    return res
+
+
+def _cpu_s(pid: int) -> Optional[float]:
+    v = _cpu_ns(pid)
+    return None if v is None else v / 1e9
+
+
+def _oneway_run(send_all: Callable[[], None], total: Callable[[], int], n: int, expect_delta: Optional[int],
+                rx_pid: Optional[int]) -> dict:
+    """Times send_all() (n messages) and then total() (returns once the receiver has handled them)."""
+    before = total()
+    rx0 = _cpu_s(rx_pid) if rx_pid else None
+    tx0 = time.process_time()
+    t0 = time.perf_counter()
+    send_all()
+    t1 = time.perf_counter()
+    after = total()
+    t2 = time.perf_counter()
+    tx1 = time.process_time()
+    rx1 = _cpu_s(rx_pid) if rx_pid else None
+    if expect_delta is not None and after - before != expect_delta:
+        raise BenchError(f"the receiver counted {after - before} messages, expected {expect_delta}")
+    wall = t2 - t0
+    out = {"seconds": wall, "items": n, "sender_seconds": t1 - t0, "sender_cpu": (tx1 - tx0) / wall}
+    if rx0 is not None and rx1 is not None:
+        out["receiver_cpu"] = (rx1 - rx0) / wall
+    return out
+
+
+def bench_oneway_hms(args, fn: str, batch: int) -> dict:
+    n = -(-args.msgs // batch) * batch  # whole batches
+    with hms_session("oneway") as (proc, client):
+        call, send, send_many = client.call, client.send, client.send_many
+        batch_list = [PAYLOAD] * batch  # built once: the rows time sending, not building lists
+
+        def total() -> int:
+            return call("count", timeout=60.0)
+
+        def once(k: int) -> dict:
+            k = -(-k // batch) * batch
+            if batch == 1:
+                def send_all():
+                    for _ in range(k):
+                        send(fn, PAYLOAD)
+            else:
+                def send_all():
+                    for _ in range(k // batch):
+                        send_many(fn, batch_list)
+            return _oneway_run(send_all, total, k, k if fn == "count" else 0, proc.pid)
+
+        with Watchdog(proc, tput_timeout(args, n)):
+            res = repeat(args, once, n)
+    res["server"] = f"python subprocess, handler {fn!r}, spin default"
+    return res
+
+
+def bench_oneway_c(args) -> dict:
+    exe = build_ctest()
+    n = -(-args.msgs * 10 // 1000) * 1000  # C is ~50x faster: 10x the messages for a measurable time
+    timeout = args.row_timeout or 120.0
+
+    def once(k: int) -> dict:
+        k = max(1000, -(-k // 1000) * 1000)
+        proc = spawn([exe, "bench-oneway", "-1", str(k), "1000"], child_env(fresh_dir()))
+        try:
+            try:
+                out, _ = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise BenchError(f"hms_ctest bench-oneway did not finish within {timeout:.0f} s")
+            parts = out.decode().split()
+            if proc.returncode != 0 or len(parts) != 2 or int(parts[1]) != k:
+                raise BenchError(f"hms_ctest bench-oneway failed (code {proc.returncode}): {out!r} "
+                                 f"{child_stderr(proc)}")
+        finally:
+            stop_child(proc)
+        rate = float(parts[0])
+        return {"seconds": k / rate, "items": k}
+
+    res = repeat(args, once, n)
+    res["server"] = "forked C process, counting handler, spin default; timed in C"
+    return res
+
+
+def bench_oneway_zmq(args) -> dict:
+    import zmq
+
+    d = fresh_dir()
+    pull_ep, push_ep = f"ipc://{d}/in.sock", f"ipc://{d}/out.sock"
+    proc = spawn([sys.executable, str(SERVER), "zmq-sink", pull_ep, push_ep], child_env())
+    ctx = zmq.Context()
+    out = ctx.socket(zmq.PUSH)
+    back = ctx.socket(zmq.PULL)
+    try:
+        wait_ready(proc, "zmq sink")
+        for sock in (out, back):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVTIMEO, 10_000)  # a live sink drains its queue in milliseconds;
+            sock.setsockopt(zmq.SNDTIMEO, 5_000)  # a dead one must not block the run for long
+        out.connect(pull_ep)
+        back.connect(push_ep)
+        send = out.send
+
+        def total() -> int:
+            send(b"")
+            return int(back.recv())
+
+        def once(k: int) -> dict:
+            def send_all():
+                for _ in range(k):
+                    send(PAYLOAD)
+            return _oneway_run(send_all, total, k, k, proc.pid)
+
+        with Watchdog(proc, tput_timeout(args, args.msgs)):
+            try:
+                res = repeat(args, once, args.msgs)
+            except zmq.Again as e:
+                raise BenchError("the zmq sink did not take a message within 5 s or answer within 10 s") from e
+    finally:
+        out.close(0)
+        back.close(0)
+        ctx.term()
+        stop_child(proc)
+    res["server"] = "python subprocess, PULL socket (count) + PUSH socket (report); sender: plain send()"
+    return res
+
+
+def bench_oneway_pipe(args) -> dict:
+    import multiprocessing
+
+    parent, child = multiprocessing.Pipe()
+    try:
+        proc = spawn([sys.executable, str(SERVER), "pipe-sink", str(child.fileno())], child_env(),
+                     pass_fds=(child.fileno(),))
+    finally:
+        child.close()
+    try:
+        wait_ready(proc, "pipe sink")
+        send, recv, poll = parent.send_bytes, parent.recv_bytes, parent.poll
+
+        def total() -> int:
+            send(b"")
+            if not poll(60.0):
+                raise BenchError("the pipe sink did not report its count within 60 s")
+            return int(recv())
+
+        def once(k: int) -> dict:
+            def send_all():
+                for _ in range(k):
+                    send(PAYLOAD)
+            return _oneway_run(send_all, total, k, k, proc.pid)
+
+        with Watchdog(proc, tput_timeout(args, args.msgs)):
+            res = repeat(args, once, args.msgs)
+    finally:
+        parent.close()
+        stop_child(proc)
+    res["server"] = "python subprocess, recv_bytes loop (count)"
+    return res
+
+
+def _run_async(coro, timeout: float):
+    """Runs a coroutine on a fresh event loop with an overall deadline: a reply that never comes (a dead
+    server does not wake the loop) fails the row instead of hanging it."""
+    async def bounded():
+        try:
+            return await asyncio.wait_for(coro, timeout)
+        except asyncio.TimeoutError:
+            raise BenchError(f"the asyncio measurement did not finish within {timeout:g} s") from None
+    return asyncio.run(bounded())
+
+
+def bench_async_seq(args) -> dict:
+    """await acall() and call(), one at a time, in alternating chunks of 500 on one connection, so that
+    drift on the machine hits both alike."""
+    n, warmup, chunk = args.n, args.warmup, 500
+    with hms_session("async") as (proc, client):
+        call, acall = client.call, client.acall
+        pc = time.perf_counter_ns
+
+        def sync_rt():
+            return call("echo", PAYLOAD)
+
+        async def async_rt():
+            return await acall("echo", PAYLOAD)
+
+        async def measure():
+            if sync_rt() != PAYLOAD or await async_rt() != PAYLOAD:
+                raise BenchError("echo reply differs from the payload")
+            for _ in range(warmup):
+                sync_rt()
+                await async_rt()
+            lat_s: List[int] = []
+            lat_a: List[int] = []
+            wall_s = wall_a = 0
+            with paused_gc():
+                done = 0
+                while done < n:
+                    k = min(chunk, n - done)
+                    t = pc()
+                    for _ in range(k):
+                        t0 = pc()
+                        sync_rt()
+                        lat_s.append(pc() - t0)
+                    t1 = pc()
+                    for _ in range(k):
+                        t0 = pc()
+                        await async_rt()
+                        lat_a.append(pc() - t0)
+                    wall_s += t1 - t
+                    wall_a += pc() - t1
+                    done += k
+            return summarize(lat_s, wall_s), summarize(lat_a, wall_a)
+
+        timeout = args.row_timeout or 60.0 + n * 0.004
+        with Watchdog(proc, timeout + 5):
+            sync, asy = _run_async(measure(), timeout)
+    return {"call": sync, "acall": asy, "n": n, "chunk": chunk,
+            "server": "python subprocess, spin default; client spin default; asyncio default loop"}
+
+
+def bench_async_gather(args) -> dict:
+    conc = 1000
+    rounds = args.rounds
+    with hms_session("gather") as (proc, client):
+        acall = client.acall
+
+        async def measure():
+            async def rounds_of(r: int) -> dict:
+                t0 = time.perf_counter()
+                for _ in range(r):
+                    res = await asyncio.gather(*[acall("echo", PAYLOAD) for _ in range(conc)])
+                    if res.count(PAYLOAD) != conc:
+                        raise BenchError("a gathered reply differs from the payload")
+                return {"seconds": time.perf_counter() - t0, "items": r * conc}
+
+            await rounds_of(max(1, rounds // 10))
+            runs = []
+            for _ in range(args.reps):
+                with paused_gc():
+                    runs.append(await rounds_of(rounds))
+            return runs
+
+        timeout = args.row_timeout or 60.0 + (args.reps + 1) * rounds * conc * 100e-6
+        with Watchdog(proc, timeout + 5):
+            runs = _run_async(measure(), timeout)
+    return _median_runs(runs, rounds * conc, concurrency=conc)
+
+
+def bench_async_futures(args) -> dict:
+    conc = 1000
+    rounds = args.rounds
+    with hms_session("futures") as (proc, client):
+        call_async = client.call_async
+
+        def once(k: int) -> dict:
+            r = max(1, k // conc)
+            t0 = time.perf_counter()
+            for _ in range(r):
+                futs = [call_async("echo", PAYLOAD) for _ in range(conc)]
+                _, pending = concurrent.futures.wait(futs, timeout=60.0)
+                if pending:
+                    for f in pending:
+                        f.cancel()
+                    raise BenchError(f"{len(pending)} of {conc} futures not done within 60 s")
+                if [f.result() for f in futs].count(PAYLOAD) != conc:
+                    raise BenchError("a reply differs from the payload")
+            return {"seconds": time.perf_counter() - t0, "items": r * conc}
+
+        with Watchdog(proc, tput_timeout(args, rounds * conc)):
+            res = repeat(args, once, rounds * conc)
+    res["concurrency"] = conc
+    return res
+
+
+def bench_stream(args, fn: str) -> dict:
+    n = args.stream_items
+    with hms_session("stream") as (proc, client):
+        stream = client.stream
+        last_expected = b"i" * 16 if fn == "items" else None
+
+        def once(k: int) -> dict:
+            rx0 = _cpu_s(proc.pid)
+            tx0 = time.process_time()
+            t0 = time.perf_counter()
+            count = 0
+            item = None
+            for item in stream(fn, k, timeout=tput_timeout(args, n)):
+                count += 1
+            wall = time.perf_counter() - t0
+            tx1 = time.process_time()
+            rx1 = _cpu_s(proc.pid)
+            if count != k or item != (last_expected if last_expected is not None else k - 1):
+                raise BenchError(f"the stream delivered {count} items (last {item!r}), expected {k}")
+            out = {"seconds": wall, "items": k, "client_cpu": (tx1 - tx0) / wall}
+            if rx0 is not None and rx1 is not None:
+                out["server_cpu"] = (rx1 - rx0) / wall
+            return out
+
+        with Watchdog(proc, tput_timeout(args, n)):
+            res = repeat(args, once, n)
+    res["server"] = ("python subprocess, generator `yield from itertools.repeat(b'i' * 16, n)`" if fn == "items"
+                     else "python subprocess, generator `yield from range(n)`")
+    return res
+
+
+def bench_batch(args) -> dict:
+    size, rounds = 1000, args.rounds
+    with hms_session("batch") as (proc, client):
+        batch, call = client.batch, client.call
+        calls = [("echo", PAYLOAD)] * size
+        per_batch_timeout = 60.0  # batch() without a timeout does not notice a dead server
+
+        def timed(body: Callable[[], int]) -> dict:
+            rx0, tx0, t0 = _cpu_s(proc.pid), time.process_time(), time.perf_counter()
+            items = body()
+            wall = time.perf_counter() - t0
+            tx1, rx1 = time.process_time(), _cpu_s(proc.pid)
+            out = {"seconds": wall, "items": items, "client_cpu": (tx1 - tx0) / wall}
+            if rx0 is not None and rx1 is not None:
+                out["server_cpu"] = (rx1 - rx0) / wall
+            return out
+
+        def batch_once(k: int) -> dict:
+            def body() -> int:
+                r = max(1, k // size)
+                for _ in range(r):
+                    res = batch(calls, timeout=per_batch_timeout)
+                    if res.count(PAYLOAD) != size:
+                        bad = next(x for x in res if x != PAYLOAD)
+                        raise BenchError(f"a batched call failed or differs: {bad!r}"[:300])
+                return r * size
+            return timed(body)
+
+        def seq_once(k: int) -> dict:
+            def body() -> int:
+                for _ in range(k):
+                    call("echo", PAYLOAD)
+                return k
+            return timed(body)
+
+        n = rounds * size
+        with Watchdog(proc, 2 * tput_timeout(args, n)):
+            # Alternate batch and sequential repetitions: drift on the machine hits both alike.
+            batch_once(n // 10)
+            seq_once(n // 10)
+            b_runs, s_runs = [], []
+            for _ in range(args.reps):
+                with paused_gc():
+                    b_runs.append(batch_once(n))
+                with paused_gc():
+                    s_runs.append(seq_once(n))
+    return {"batch": _median_runs(b_runs, n, batch_size=size), "call": _median_runs(s_runs, n),
+            "server": "python subprocess, spin default"}
+
+
+# ----------------------------------------------------------------------------------------------------
 # Idle CPU of a serving node
 # ----------------------------------------------------------------------------------------------------
 def _cpu_ticks(pid: int) -> int:
@@ -493,7 +994,19 @@ def us(ns: float) -> str:
     return f"{ns / 1000:.1f}"
 
 
-def render(results: Dict[str, dict], notes: List[str], idle: List[dict], info: Dict[str, str], n: int) -> str:
+def per_s(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def pct(x: Optional[float]) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def render_echo(results: Dict[str, dict], n: int) -> List[str]:
     base = results.get(BASELINE)
     lines = [f"64-byte echo round trip, {n} calls per row (after warm-up)", "",
              "| transport | p50 µs | p99 µs | calls/s | p50 vs hms-ffi Py↔Py spin |",
@@ -513,17 +1026,155 @@ def render(results: Dict[str, dict], notes: List[str], idle: List[dict], info: D
 
     lines.append(f"- Pipe p50 / hms Py spin p50 = {ratio('pipe')}")
     lines.append(f"- zmq p50 / hms Py spin p50 = {ratio('zmq')}")
+    return lines
+
+
+def render_idle(idle: List[dict]) -> List[str]:
+    lines = []
     for r in idle:
         what = "1 connected idle client" if r["connected_idle_client"] else "no clients"
         extra = (f", schedstat {r['pct_one_core_schedstat']:.2f}%" if "pct_one_core_schedstat" in r else "")
-        verdict = "OK" if r["pct_one_core"] < 1.0 else "ABOVE TARGET"
+        verdict_ = "OK" if r["pct_one_core"] < 1.0 else "ABOVE TARGET"
         lines.append(f"- Idle CPU of a serving Python node (default spin, {what}): "
                      f"{r['pct_one_core']:.2f}% of one core over {r['window_s']:.1f} s "
-                     f"({r['ticks']} ticks at {r['clk_tck']} Hz{extra}); target < 1%: {verdict}")
+                     f"({r['ticks']} ticks at {r['clk_tck']} Hz{extra}); target < 1%: {verdict_}")
+    return lines
+
+
+def render_oneway(results: Dict[str, dict], args) -> List[str]:
+    zmq_rate = results.get("ow-zmq", {}).get("rate")
+    lines = [f"One-way 64-byte messages, end to end: from the first send until a final synchronous call (or "
+             f"reply) shows that the receiver has handled every message. {args.msgs:,} messages per repetition "
+             f"(C row: {args.msgs * 10:,}), median of {args.reps} after a warm-up", "",
+             "| sender → receiver | msgs/s | min–max | sender-side msgs/s | sender CPU | receiver CPU "
+             "| vs pyzmq PUSH/PULL |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for key, label in ONEWAY_ROWS.items():
+        r = results.get(key)
+        if r is None:
+            continue
+        rel = f"{r['rate'] / zmq_rate:.2f}×" if zmq_rate else "n/a"
+        sender = per_s(r["sender_rate"]) if "sender_rate" in r else "–"
+        lines.append(f"| {label} | {per_s(r['rate'])} | {per_s(r['rate_min'])}–{per_s(r['rate_max'])} | "
+                     f"{sender} | {pct(r.get('sender_cpu'))} | {pct(r.get('receiver_cpu'))} | {rel} |")
+    lines.append("")
+    batched = [k for k in ("ow-many-1000", "ow-many-10000") if k in results]
+    if batched and zmq_rate:
+        ratios = ", ".join(f"{ONEWAY_ROWS[k].split(' → ')[0].replace('hms-ffi ', '')}: "
+                           f"{results[k]['rate'] / zmq_rate:.2f}×" for k in batched)
+        best = max(results[k]["rate"] for k in batched) / zmq_rate
+        lines.append(f"- hms send_many / pyzmq PUSH/PULL msgs/s = {ratios}; target ≥ 4×: {verdict(best >= 4)}")
+    elif batched:
+        lines.append("- hms send_many / pyzmq PUSH/PULL: n/a (the pyzmq row was not measured)")
+    if batched:
+        best_key = max(batched, key=lambda k: results[k]["rate"])
+        best = results[best_key]["rate"]
+        lines.append(f"- Batched one-way from Python (best send_many row, Python counting handler): "
+                     f"{per_s(best)} msgs/s; target ≥ 3,000,000 msgs/s: {verdict(best >= 3e6)}")
+        rx = [results[k].get("receiver_cpu") for k in batched]
+        if all(x is not None and x >= 0.9 for x in rx):
+            span = pct(min(rx)) if pct(min(rx)) == pct(max(rx)) else f"{pct(min(rx))}–{pct(max(rx))}"
+            lines.append(f"- In the send_many rows the receiving process was on a CPU {span} of "
+                         f"the time and the sender was mostly waiting for ring space: the per-message Python "
+                         f"handler on the receiving side sets the pace, not the sender.")
+    ceil = []
+    if "ow-noop-10000" in results:
+        ceil.append(f"no-op Python handler {per_s(results['ow-noop-10000']['rate'])} msgs/s")
+    if "ow-c" in results:
+        ceil.append(f"C sender and C handler {per_s(results['ow-c']['rate'])} msgs/s")
+    if ceil:
+        lines.append(f"- Ceilings of the receiving side: {'; '.join(ceil)}.")
+    return lines
+
+
+def render_async(results: Dict[str, dict], args) -> List[str]:
+    lines = [f"asyncio and futures, 64-byte echo. One at a time: {args.n} calls each, call() and acall() "
+             f"alternating in chunks of 500 on one connection. Concurrent: {args.rounds} rounds of 1000 "
+             f"calls per repetition, median of {args.reps}", "",
+             "| pattern | p50 µs | p99 µs | calls/s | min–max calls/s |",
+             "|---|---:|---:|---:|---:|"]
+    seq = results.get("async-seq")
+    if seq:
+        for what, label in (("call", "client.call(), one at a time"), ("acall", "await client.acall(), one at a time")):
+            r = seq[what]
+            lines.append(f"| {label} | {us(r['p50_ns'])} | {us(r['p99_ns'])} | {per_s(r['calls_per_s'])} | – |")
+    for key, label in (("async-gather", "asyncio.gather() of 1000 acall()s"),
+                       ("async-futures", "1000 call_async() futures + concurrent.futures.wait()")):
+        r = results.get(key)
+        if r:
+            lines.append(f"| {label} | – | – | {per_s(r['rate'])} | {per_s(r['rate_min'])}–{per_s(r['rate_max'])} |")
+    lines.append("")
+    if seq:
+        p50 = seq["acall"]["p50_ns"] / seq["call"]["p50_ns"]
+        p99 = seq["acall"]["p99_ns"] / seq["call"]["p99_ns"]
+        lines.append(f"- acall p50 / call p50 = {p50:.2f}× (p99: {p99:.2f}×); target ≤ 3×: {verdict(p50 <= 3)}")
+    return lines
+
+
+def render_stream(results: Dict[str, dict], args) -> List[str]:
+    lines = [f"Server streams: {args.stream_items:,} items per stream, from opening the stream until the "
+             f"client's `for` loop ends; median of {args.reps} after a warm-up", "",
+             "| stream | items/s | min–max | client CPU | server CPU |",
+             "|---|---:|---:|---:|---:|"]
+    for key, label in STREAM_ROWS.items():
+        r = results.get(key)
+        if r:
+            lines.append(f"| {label} | {per_s(r['rate'])} | {per_s(r['rate_min'])}–{per_s(r['rate_max'])} | "
+                         f"{pct(r.get('client_cpu'))} | {pct(r.get('server_cpu'))} |")
+    lines.append("")
+    for key, label in STREAM_ROWS.items():
+        r = results.get(key)
+        if r:
+            lines.append(f"- {label}: {per_s(r['rate'])} items/s; target ≥ 1,000,000 items/s: "
+                         f"{verdict(r['rate'] >= 1e6)}")
+    return lines
+
+
+def render_batch(results: Dict[str, dict], args) -> List[str]:
+    r = results.get("batch-1000")
+    lines = [f"batch() vs call(), 64-byte echo: {args.rounds} batches of 1000 calls per repetition vs the same "
+             f"number of calls one at a time, alternating; median of {args.reps}", "",
+             "| pattern | calls/s | min–max | client CPU | server CPU |",
+             "|---|---:|---:|---:|---:|"]
+    if r:
+        for what, label in (("batch", "client.batch() of 1000 calls"), ("call", "client.call(), one at a time")):
+            x = r[what]
+            lines.append(f"| {label} | {per_s(x['rate'])} | {per_s(x['rate_min'])}–{per_s(x['rate_max'])} | "
+                         f"{pct(x.get('client_cpu'))} | {pct(x.get('server_cpu'))} |")
+        lines.append("")
+        lines.append(f"- batch / one at a time = {r['batch']['rate'] / r['call']['rate']:.2f}×")
+    return lines
+
+
+SECTION_RENDERERS = {
+    "oneway": render_oneway,
+    "async": render_async,
+    "stream": render_stream,
+    "batch": render_batch,
+    # HOOK: pub/sub fan-out — add "pubsub": render_pubsub here.
+}
+
+
+def render(results: Dict[str, dict], notes: List[str], idle: List[dict], info: Dict[str, str], args) -> str:
+    lines: List[str] = []
+    if any(k in results for k in ROWS) or (args.sections_run.get("echo")):
+        lines += render_echo(results, args.n)
+    if idle:
+        lines += render_idle(idle)
+    for section, renderer in SECTION_RENDERERS.items():
+        if args.sections_run.get(section):
+            if lines:
+                lines.append("")
+            part = renderer(results, args)
+            while part and part[-1] == "":
+                part.pop()
+            if not any(k in results for k in SECTIONS[section]):
+                part.append("| (no row of this section was measured: see the notes) |")
+            lines += part
     lines.append("")
     lines.append(f"Machine: {info['cpu']}, nproc {info['nproc']}, kernel {info['kernel']}, "
                  f"Python {info['python']}, hms-ffi {info['hms_ffi']}, "
-                 f"load average at start {info['loadavg_at_start']}")
+                 f"load average at start {info['loadavg_at_start']}, at the end {info.get('loadavg_at_end', '?')}")
     lines.append(f"Date: {info['date']}")
     if notes:
         lines.append("")
@@ -532,27 +1183,77 @@ def render(results: Dict[str, dict], notes: List[str], idle: List[dict], info: D
     return "\n".join(lines)
 
 
+def _csv(text: str) -> List[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=20000, help="timed calls per row (default 20000)")
-    p.add_argument("--quick", action="store_true", help="n=3000 (for CI)")
+    p.add_argument("--n", type=int, default=20000, help="timed calls per echo row and per async-seq kind "
+                                                         "(default 20000; --quick: 3000)")
+    p.add_argument("--quick", action="store_true",
+                   help="for CI: n=3000, msgs=stream-items=200000, rounds=10, reps=3 (unless given)")
     p.add_argument("--json", metavar="PATH", help="write raw results (incl. per-call times) as JSON")
-    p.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of: {', '.join(ROWS)}")
+    p.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
+                   help=f"comma-separated subset of: {', '.join(SECTIONS)} (default: all but pubsub)")
+    p.add_argument("--rows", default="", help=f"comma-separated subset of: {', '.join(ALL_ROWS)} (default all)")
     p.add_argument("--no-idle", action="store_true", help="skip the idle-CPU measurement")
+    p.add_argument("--msgs", type=int, help="one-way messages per repetition (default 1000000; --quick 200000)")
+    p.add_argument("--stream-items", type=int, help="items per stream (default 1000000; --quick 200000)")
+    p.add_argument("--rounds", type=int,
+                   help="rounds of 1000 calls for async-gather/async-futures/batch (default 50; --quick 10)")
+    p.add_argument("--reps", type=int, help="timed repetitions of each throughput row (default 5; --quick 3)")
     p.add_argument("--row-timeout", type=float, default=0.0,
-                   help="seconds before a row is aborted (default 60 + 2 ms per call)")
+                   help="seconds before a row is aborted (default 60 + 2 ms per call; throughput rows: "
+                        "60 s + 20 us per message)")
     a = p.parse_args(argv)
     if a.quick:
         a.n = 3000
+    for name, full, quick in (("msgs", 1_000_000, 200_000), ("stream_items", 1_000_000, 200_000),
+                              ("rounds", 50, 10), ("reps", 5, 3)):
+        if getattr(a, name) is None:
+            setattr(a, name, quick if a.quick else full)
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
     if a.n < 100:
         p.error("--n must be at least 100")
+    if a.msgs < 10000 or a.stream_items < 10:
+        p.error("--msgs must be at least 10000 and --stream-items at least 10")
     a.warmup = a.n // 10 + 100
-    rows = [r.strip() for r in a.rows.split(",") if r.strip()]
-    bad = [r for r in rows if r not in ROWS]
+    sections = _csv(a.sections)
+    bad = [s for s in sections if s not in SECTIONS]
     if bad:
-        p.error(f"unknown row(s) {', '.join(bad)}; choose from {', '.join(ROWS)}")
+        p.error(f"unknown section(s) {', '.join(bad)}; choose from {', '.join(SECTIONS)}")
+    rows = _csv(a.rows) if a.rows else list(ALL_ROWS)
+    bad = [r for r in rows if r not in ALL_ROWS]
+    if bad:
+        p.error(f"unknown row(s) {', '.join(bad)}; choose from {', '.join(ALL_ROWS)}")
+    a.sections = sections
     a.rows = rows
+    # section -> the rows of it that run
+    a.sections_run = {s: [r for r in SECTIONS[s] if r in rows] for s in sections}
     return a
+
+
+def run_row(key: str, runner: Callable[[], dict], results: Dict[str, dict], notes: List[str]) -> None:
+    """Runs one row; any failure becomes a note and the run goes on."""
+    label = ALL_ROWS[key]
+    print(f"[{key}] {label} ...", file=sys.stderr, flush=True)
+    t = time.monotonic()
+    try:
+        results[key] = runner()
+    except BenchError as e:
+        msg = str(e) if str(e).startswith("C rows skipped") else f"{label} row failed: {e}"
+        if msg not in notes:
+            notes.append(msg)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # zmq errors, OSError, FFIError, ...: report, go on with the next row
+        notes.append(f"{label} row failed: {type(e).__name__}: {e}")
+    else:
+        print(f"[{key}] done in {time.monotonic() - t:.1f} s", file=sys.stderr, flush=True)
+        return
+    print(f"[{key}] FAILED after {time.monotonic() - t:.1f} s: {notes[-1]}", file=sys.stderr, flush=True)
 
 
 def main(argv=None) -> int:
@@ -560,62 +1261,94 @@ def main(argv=None) -> int:
     atexit.register(cleanup)
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, _on_signal)
-    runners = {
+    runners: Dict[str, Callable[[], dict]] = {
         "py-spin": lambda: bench_py(args, True),
         "py-nospin": lambda: bench_py(args, False),
         "c-spin": lambda: bench_c(args, True),
         "c-nospin": lambda: bench_c(args, False),
         "pipe": lambda: bench_pipe(args),
         "zmq": lambda: bench_zmq(args),
+        "ow-send": lambda: bench_oneway_hms(args, "count", 1),
+        "ow-many-1000": lambda: bench_oneway_hms(args, "count", 1000),
+        "ow-many-10000": lambda: bench_oneway_hms(args, "count", 10000),
+        "ow-noop-10000": lambda: bench_oneway_hms(args, "noop", 10000),
+        "ow-c": lambda: bench_oneway_c(args),
+        "ow-zmq": lambda: bench_oneway_zmq(args),
+        "ow-pipe": lambda: bench_oneway_pipe(args),
+        "async-seq": lambda: bench_async_seq(args),
+        "async-gather": lambda: bench_async_gather(args),
+        "async-futures": lambda: bench_async_futures(args),
+        "stream-raw": lambda: bench_stream(args, "items"),
+        "stream-cbor": lambda: bench_stream(args, "ints"),
+        "batch-1000": lambda: bench_batch(args),
+        # HOOK: pub/sub fan-out — add its rows' runners here.
     }
+    needs_zmq = {"zmq", "ow-zmq"}
     results: Dict[str, dict] = {}
     notes: List[str] = []
     idle: List[dict] = []
     info = machine_info()
     stamp = native_lib_stamp()
     try:
-        for key in ROWS:
-            if key not in args.rows:
+        for section in SECTIONS:
+            if section not in args.sections:
                 continue
-            if key == "zmq":
-                try:
-                    import zmq  # noqa: F401
-                except ImportError:
-                    notes.append("pyzmq row skipped: pyzmq is not installed (pip install pyzmq)")
+            if section == "idle":
+                if args.no_idle:
                     continue
-            print(f"[{key}] {ROWS[key]} ...", file=sys.stderr, flush=True)
-            t = time.monotonic()
-            try:
-                results[key] = runners[key]()
-            except BenchError as e:
-                msg = str(e) if str(e).startswith("C rows skipped") else f"{ROWS[key]} row failed: {e}"
-                if msg not in notes:
-                    notes.append(msg)
+                print("[idle] idle CPU of a serving node ...", file=sys.stderr, flush=True)
+                for with_client in (False, True):
+                    try:
+                        idle.append(idle_cpu(with_client))
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except BaseException as e:
+                        notes.append(f"idle CPU measurement failed: {type(e).__name__}: {e}")
                 continue
-            except hms.FFIError as e:
-                notes.append(f"{ROWS[key]} row failed: {type(e).__name__}: {e}")
+            if section == "pubsub" and not PUBSUB_ROWS:
+                notes.append("pub/sub fan-out: not implemented in compare.py yet (placeholder section)")
                 continue
-            print(f"[{key}] done in {time.monotonic() - t:.1f} s", file=sys.stderr, flush=True)
-        if not args.no_idle:
-            print("[idle] idle CPU of a serving node ...", file=sys.stderr, flush=True)
-            for with_client in (False, True):
-                try:
-                    idle.append(idle_cpu(with_client))
-                except (BenchError, hms.FFIError) as e:
-                    notes.append(f"idle CPU measurement failed: {e}")
-        notes.append("Python rows: client = this process, per-call time.perf_counter_ns around one Python "
-                     "closure call, GC paused; C rows: per-call clock_gettime inside hms_ctest.")
+            for key in args.sections_run[section]:
+                if key in needs_zmq:
+                    try:
+                        import zmq  # noqa: F401
+                    except ImportError:
+                        notes.append(f"{ALL_ROWS[key]} row skipped: pyzmq is not installed (pip install pyzmq)")
+                        continue
+                run_row(key, runners[key], results, notes)
+        if args.sections_run.get("echo"):
+            notes.append("Echo rows: client = this process, per-call time.perf_counter_ns around one Python "
+                         "closure call, GC paused; C rows: per-call clock_gettime inside hms_ctest.")
+            if BASELINE not in results:
+                notes.append("the hms-ffi Py↔Py spin row was not measured, so there are no ratios")
+        if args.sections_run.get("oneway"):
+            notes.append("One-way rows: every server is a fresh process with the default spin; hms rows send to "
+                         "`count` (adds 1) or `noop` and end with client.call('count'), which the server handles "
+                         "after every earlier message of the connection; send_many() gets one prebuilt list of "
+                         "64-byte payloads per row; pyzmq: PUSH with the default HWM (1000), plain send() (for 64 B "
+                         "faster than copy=False), an empty message asks the receiver for its count, which comes "
+                         "back on a second PUSH/PULL pair; Pipe: likewise over the one duplex pipe. CPU columns: "
+                         "CPU time over wall time, % of one core (sender: this whole process).")
+        if args.sections_run.get("async"):
+            notes.append("asyncio rows use asyncio.run() (default event loop) with an overall asyncio.wait_for "
+                         "deadline, because a reply that never comes (dead server) does not wake the loop.")
         if native_lib_stamp() != stamp:
             notes.append("WARNING: hms_ffi_native's shared library was rebuilt during this run; this process "
                          "kept the old build while later servers loaded the new one. Re-run for clean numbers.")
-        if BASELINE not in results:
-            notes.append("the hms-ffi Py↔Py spin row was not measured, so there are no ratios")
-        report = render(results, notes, idle, info, args.n)
+        try:
+            info["loadavg_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        except OSError:
+            pass
+        report = render(results, notes, idle, info, args)
         print(report)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"machine": info, "n": args.n, "warmup": args.warmup, "payload_bytes": len(PAYLOAD),
-                           "rows": {k: {"label": ROWS[k], **v} for k, v in results.items()},
+                           "msgs": args.msgs, "stream_items": args.stream_items, "rounds": args.rounds,
+                           "reps": args.reps,
+                           "rows": {k: {"label": ROWS[k], **v} for k, v in results.items() if k in ROWS},
+                           "sections": {s: {k: {"label": ALL_ROWS[k], **results[k]} for k in SECTIONS[s]
+                                            if k in results} for s in SECTIONS if s not in ("echo", "idle")},
                            "idle_cpu": idle, "notes": notes}, f, indent=1)
             print(f"\nraw results written to {args.json}", file=sys.stderr)
     except KeyboardInterrupt:

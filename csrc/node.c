@@ -34,6 +34,7 @@ typedef struct hms__conn_s {
   hms_service_t *svc;
   hms__deferred_t *bl_head, *bl_tail; /* deferred frames, processed before the ring */
   uint32_t bl_count;
+  uint64_t bl_bytes; /* payload bytes held in the backlog: bounded like the ring */
   hms__conn_state_t state;
   int sock;
   int bell;        /* eventfd the client rings when we sleep */
@@ -598,7 +599,8 @@ static bool hms__conn_cancelled(const hms__conn_t *c, uint64_t id);
 
 /* Copies a frame out of the ring into the connection's backlog. */
 static bool hms__defer(hms__conn_t *c, const hms__frame_hdr_t *h, const uint8_t *payload) {
-  if (c->bl_count >= HMS__MAX_DEFERRED) return false;
+  if (c->bl_count >= HMS__MAX_DEFERRED || c->bl_bytes + h->payload_len > 4 * c->req.cap) return false;
+  c->bl_bytes += h->payload_len;
   hms__deferred_t *d = calloc(1, sizeof *d);
   uint8_t *p = d ? malloc(h->payload_len ? h->payload_len : 1) : NULL;
   if (!d || !p) {
@@ -648,6 +650,7 @@ HMS_API hms_status_t hms_call_recv(hms_call_t *call, hms_payload_t *item, int *e
         c->bl_head = d->next;
       if (c->bl_tail == d) c->bl_tail = prev;
       c->bl_count--;
+      c->bl_bytes -= d->hdr.payload_len;
       if (d->hdr.kind == HMS__FRAME_END) {
         call->in_ended = true;
         *end = 1;
@@ -743,6 +746,8 @@ HMS_API int hms_call_is_stream(const hms_call_t *call) {
 /* Error replies carry: u32 message length, message, details bytes (content type in the header). */
 static bool hms__write_error(hms__conn_t *c, const hms__frame_hdr_t *req, int32_t status, const char *msg,
                              const void *details, size_t dlen, uint32_t dct) {
+  /* A refused one-way call has nobody to tell; its id 0 would read as a goodbye to the client. */
+  if ((req->flags & HMS__FRAME_F_ONEWAY) && req->call_id == 0) return true;
   size_t mlen = strlen(msg);
   uint64_t room = c->resp.max_frame - HMS_FRAME_HEADER_BYTES - 4;
   if (mlen > room) mlen = room;
@@ -978,7 +983,8 @@ static int hms__drain(hms__conn_t *c) {
   bool consumed_any = false; /* wake a client waiting for space once per batch, not per frame */
   char why[200];
   while (done < HMS__DRAIN_BATCH) {
-    if (!hms__ring_has_data(&c->req)) break;
+    if (c->dead) return -1;
+    if (!c->bl_head && !hms__ring_has_data(&c->req)) break;
     /* Only start a call when its reply is sure to fit: a client that stops reading its replies
      * stalls itself, never the dispatcher. */
     bool locked = hms__resp_lock(c);
@@ -1007,6 +1013,7 @@ static int hms__drain(hms__conn_t *c) {
       c->bl_head = d->next;
       if (!c->bl_head) c->bl_tail = NULL;
       c->bl_count--;
+      c->bl_bytes -= d->hdr.payload_len;
       hdr = d->hdr;
       payload = d->payload;
     } else {
@@ -1203,7 +1210,7 @@ HMS_API hms_status_t hms_node_serve(hms_node_t *node, int64_t timeout_ns, hms_er
     for (size_t i = 0; i < node->nconns; i++) {
       hms__conn_t *c = node->conns[i];
       dead |= c->dead;
-      if (c->state == HMS__CONN_ACTIVE && !c->dead && !c->blocked && hms__ring_has_data(&c->req)) pending = true;
+      if (c->state == HMS__CONN_ACTIVE && !c->dead && !c->blocked && (c->bl_head || hms__ring_has_data(&c->req))) pending = true;
     }
     if (!pending) {
       stop = hms__handle_events(node, dead ? 0 : hms__epoll_timeout_ms(node, deadline), &interrupted);
@@ -1267,7 +1274,7 @@ HMS_API hms_status_t hms_node_poll(hms_node_t *node, uint32_t *served, int *agai
   for (size_t i = 0; i < node->nconns; i++) {
     hms__conn_t *c = node->conns[i];
     dead |= c->dead;
-    if (c->state == HMS__CONN_ACTIVE && !c->dead && !c->blocked && hms__ring_has_data(&c->req)) pending = true;
+    if (c->state == HMS__CONN_ACTIVE && !c->dead && !c->blocked && (c->bl_head || hms__ring_has_data(&c->req))) pending = true;
   }
   if (dead) hms__reap(node);
   if (pending) hms__set_sleeping(node, 0);

@@ -646,3 +646,12 @@ hms_status_t hms__registry_resolve(const char *dir, const char *name, const char
   }
   return HMS_OK;
 }
+
+/* ================================================================== topics (topic.c) helpers
+ * Thin wrappers so topic.c applies the same locking and liveness rules to its .topic/.tmeta entries
+ * as the service registry does to .sock/.meta. */
+int hms__registry_lock(const char *dir) { return hms__dir_lock(dir); }
+void hms__registry_unlock(int fd) { hms__dir_unlock(fd); }
+bool hms__registry_alive(pid_t pid, uint64_t starttime) { return hms__process_alive(pid, starttime); }
+bool hms__registry_listening(const char *sock_path) { return hms__socket_listening(sock_path); }
+/* ================================================================== end of topics helpers */

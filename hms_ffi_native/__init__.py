@@ -19,6 +19,7 @@ from ._errors import (STATUS_NAMES, Aborted, AlreadyExists, Cancelled, DataLoss,
                       Unknown, error_for)
 from ._core import (CallContext, Client, Node, Service, ServiceInfo, Stream, connect, default_runtime_dir,
                     list_services)
+from ._topic import Event, EventMetadata, Message, Publisher, Subscription
 from ._native import ffi as _ffi
 from ._native import lib as _lib
 
@@ -26,7 +27,7 @@ __version__ = _ffi.string(_lib.hms_version_string()).decode()
 ABI_VERSION = _lib.hms_abi_version()
 
 __all__ = [
-    "Node", "Service", "Client", "Stream", "CallContext", "ServiceInfo", "connect", "list_services",
+    "Node", "Service", "Client", "Stream", "Publisher", "Subscription", "Message", "Event", "EventMetadata", "CallContext", "ServiceInfo", "connect", "list_services",
     "default_runtime_dir", "FFIError", "Cancelled", "Unknown", "InvalidArgument", "DeadlineExceeded",
     "NotFound", "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted",
     "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated", "error_for",

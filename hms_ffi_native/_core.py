@@ -521,6 +521,19 @@ class Node:
                 continue
             return
 
+    # -- publish/subscribe
+    def publisher(self, topic: str, **options) -> "Publisher":
+        """A publisher of ``topic`` (see hms_ffi_native.Publisher for the options)."""
+        from ._topic import Publisher
+
+        return Publisher(self, topic, **options)
+
+    def subscribe(self, pattern: str, **options) -> "Subscription":
+        """A subscription to a topic or a glob such as ``"order.*"`` (see hms_ffi_native.Subscription)."""
+        from ._topic import Subscription
+
+        return Subscription(self, pattern, **options)
+
     # -- async handlers: an event loop of the node's own, on a thread of its own
     @property
     def async_loop(self) -> "asyncio.AbstractEventLoop":

@@ -527,7 +527,201 @@ HMS_API int hms_version_matches(const char *version, const char *requirement);
 /* ----------------------------------------------------------------------------------------------
  * Topics (publish/subscribe)
  * -------------------------------------------------------------------------------------------- */
-/* (section reserved: topics are declared here) */
+/// A publisher owns one broadcast ring (a sealed memfd) per topic it publishes on; every subscriber
+/// maps that ring read-only (the kernel refuses it write access) and keeps its own cursor, so a slow
+/// or dead subscriber never slows the others down. A topic may have several publishers (one ring
+/// each); a subscription reads all of them. Topic names are 1-127 characters of [A-Za-z0-9_.-],
+/// not starting with '.' or '-'. Sequence numbers count the messages of one publisher from 1.
+///
+/// Delivery: per publisher, in order. A subscriber that falls more than the ring holds behind loses
+/// the oldest messages and is told how many (hms_message_t.missed) — unless the publisher was opened
+/// with HMS_PUBLISHER_BLOCK, which makes hms_publish() wait for lagging subscribers instead.
+/// Discovery: `<topic>@<pid>-<n>.topic` (socket) + `.tmeta` entries in the node's runtime directory.
+typedef struct hms_publisher_s hms_publisher_t;
+typedef struct hms_subscription_s hms_subscription_t;
+
+#define HMS_TOPIC_DEFAULT_CAPACITY 1024       ///< messages a ring keeps (index slots)
+#define HMS_TOPIC_MAX_CAPACITY 1048576
+#define HMS_TOPIC_DEFAULT_RING_BYTES 1048576  ///< payload bytes a ring keeps; max message = ring_bytes / 4
+#define HMS_TOPIC_DEFAULT_MAX_SUBSCRIBERS 64
+#define HMS_TOPIC_MAX_SUBSCRIBERS 1024
+
+/// Publisher flags (hms_publisher_options_t.flags).
+enum {
+  HMS_PUBLISHER_DEFAULT = 0,
+  HMS_PUBLISHER_BLOCK = 1u << 0 ///< hms_publish() waits (bounded by its timeout) instead of overwriting
+                                ///< messages a live subscriber has not read yet
+};
+
+/// Message flags: given to hms_publish() and delivered in hms_message_t.flags.
+enum {
+  HMS_MSG_DEFAULT = 0,
+  HMS_MSG_EVENT = 1u << 0 ///< the payload is an event envelope {id, type, timestamp, data, metadata}
+};
+
+#define HMS_PUBLISHER_OPTIONS_VERSION 1
+/// Options for hms_publisher_open(). Fill with hms_publisher_options_init() first, then change fields.
+typedef struct hms_publisher_options_s {
+  uint32_t version;         ///< HMS_PUBLISHER_OPTIONS_VERSION
+  uint32_t flags;           ///< HMS_PUBLISHER_*
+  uint32_t capacity;        ///< messages kept; rounded up to a power of two; 0 = HMS_TOPIC_DEFAULT_CAPACITY
+  uint32_t max_subscribers; ///< 0 = HMS_TOPIC_DEFAULT_MAX_SUBSCRIBERS; at most HMS_TOPIC_MAX_SUBSCRIBERS
+  uint64_t ring_bytes;      ///< payload bytes kept, power of two in [HMS_RING_MIN_BYTES, HMS_RING_MAX_BYTES];
+                            ///< 0 = HMS_TOPIC_DEFAULT_RING_BYTES
+  int64_t spin_ns;          ///< HMS_PUBLISHER_BLOCK: busy-wait before sleeping; < 0 = the node's
+  uint64_t reserved[8];
+} hms_publisher_options_t;
+
+HMS_API void hms_publisher_options_init(hms_publisher_options_t *opts);
+
+/// Opens a publisher on `topic` and makes it discoverable. A small background thread per publisher
+/// accepts subscribers and notices when they go away (it sleeps in poll() and uses no CPU when idle).
+/// `opts` may be NULL. Several publishers (in one or many processes) may share a topic.
+/// Ownership: the caller owns *out and must hms_publisher_close() it before closing the node.
+/// Returns: HMS_INVALID_ARGUMENT for a bad topic name or options; HMS_FAILED_PRECONDITION when the
+/// runtime directory is unusable or the kernel lacks memfd sealing (F_SEAL_FUTURE_WRITE, Linux >= 5.1).
+HMS_API hms_status_t hms_publisher_open(hms_node_t *node, const char *topic, const hms_publisher_options_t *opts,
+                                        hms_publisher_t **out, hms_error_t *err);
+
+/// Unregisters the topic entry and closes the publisher; subscribers drain what is left and then see
+/// the publisher go away. NULL is a no-op. Not concurrently with hms_publish() on the same publisher.
+HMS_API void hms_publisher_close(hms_publisher_t *pub);
+
+/// Publishes one message (copied into the ring). `flags` are HMS_MSG_*. Never blocks unless the
+/// publisher has HMS_PUBLISHER_BLOCK; then it waits up to `timeout_ns` (< 0 = as long as the lagging
+/// subscriber lives; a subscriber that dies or closes stops counting at once) for every connected
+/// subscriber to have read the message it would overwrite (messages published before a subscriber
+/// connected are not held for it). `seq` (may be NULL) receives the message's sequence number.
+/// `data` may be NULL when `len` is 0.
+/// Thread-safety: any thread; concurrent publishes on one publisher are serialized.
+/// Returns: HMS_OK; HMS_RESOURCE_EXHAUSTED when `len` exceeds hms_publisher_max_message();
+/// HMS_DEADLINE_EXCEEDED (blocking mode, nothing published) when a subscriber stayed behind.
+HMS_API hms_status_t hms_publish(hms_publisher_t *pub, const char *data, size_t len, uint32_t content_type,
+                                 uint32_t flags, int64_t timeout_ns, uint64_t *seq, hms_error_t *err);
+
+/// Returns: the topic (valid until close).
+HMS_API const char *hms_publisher_topic(const hms_publisher_t *pub);
+/// Returns: the number of messages the ring keeps (the capacity after rounding).
+HMS_API uint32_t hms_publisher_capacity(const hms_publisher_t *pub);
+/// Returns: the largest payload hms_publish() accepts.
+HMS_API size_t hms_publisher_max_message(const hms_publisher_t *pub);
+/// Returns: the number of subscribers currently connected (handshake complete, not gone).
+HMS_API uint32_t hms_publisher_subscriber_count(const hms_publisher_t *pub);
+/// Returns: the sequence number of the last message published (0 = none yet).
+HMS_API uint64_t hms_publisher_last_seq(const hms_publisher_t *pub);
+
+/// Subscription flags (hms_subscribe_options_t.flags).
+enum {
+  HMS_SUBSCRIBE_DEFAULT = 0,
+  HMS_SUBSCRIBE_KEEP_WAITING = 1u << 0 ///< an exact topic whose publishers all went away keeps waiting
+                                       ///< for new ones (as patterns always do) instead of UNAVAILABLE
+};
+
+#define HMS_SUBSCRIBE_OPTIONS_VERSION 1
+typedef struct hms_subscribe_options_s {
+  uint32_t version;             ///< HMS_SUBSCRIBE_OPTIONS_VERSION
+  uint32_t flags;               ///< HMS_SUBSCRIBE_*
+  int64_t spin_ns;              ///< busy-wait before sleeping in recv; 0 = never; < 0 = the node's
+  int64_t handshake_timeout_ns; ///< per publisher; < 0 = default (1 s)
+  uint64_t reserved[8];
+} hms_subscribe_options_t;
+
+HMS_API void hms_subscribe_options_init(hms_subscribe_options_t *opts);
+
+/// One received message.
+/// Ownership: filled by hms_subscription_recv(); the caller must hms_message_release() it (or
+/// hms_payload_release(&msg->payload)) exactly once. The payload is a private copy: it stays valid
+/// after the subscription closes and may be released by any thread.
+typedef struct hms_message_s {
+  char topic[HMS_NAME_MAX + 1];
+  int32_t publisher_pid;    ///< as verified by the kernel (SO_PEERCRED) at connect
+  uint32_t flags;           ///< HMS_MSG_*
+  uint64_t publisher_id;    ///< distinguishes publishers (random per publisher ring)
+  uint64_t seq;             ///< this publisher's sequence number, from 1
+  uint64_t missed;          ///< messages of this publisher lost just before this one (0 = none)
+  int64_t publish_time_ns;  ///< CLOCK_MONOTONIC at publish (comparable across processes on the host)
+  hms_payload_t payload;    ///< data, len, content_type; release with the message
+  uint64_t reserved[4];
+} hms_message_t;
+
+/// Subscribes to `pattern`: an exact topic, or a glob ("order.*", "*.created", "order.?", "[ab]*";
+/// fnmatch rules, where '*' also matches '.'). Connects to every live matching publisher now and to
+/// matching publishers that appear later (the runtime directory is watched with inotify). Only
+/// messages published after this call are delivered: a publisher that already existed is joined at
+/// its newest message; one that appears later is read from its first message.
+/// Ownership: the caller owns *out and must hms_subscription_close() it before closing the node.
+/// Returns: HMS_OK even when no publisher exists yet; HMS_INVALID_ARGUMENT for a bad pattern.
+HMS_API hms_status_t hms_subscribe(hms_node_t *node, const char *pattern, const hms_subscribe_options_t *opts,
+                                   hms_subscription_t **out, hms_error_t *err);
+
+/// Closes a subscription (publishers notice at once). NULL is a no-op. Not concurrently with
+/// hms_subscription_recv() on another thread: hms_subscription_interrupt() it and let it return first.
+HMS_API void hms_subscription_close(hms_subscription_t *sub);
+
+/// Waits up to `timeout_ns` (0 = do not wait, < 0 = no limit) for the next message from any publisher
+/// (bounded spin, then sleep until a publisher rings, dies or appears). Every read from a ring is
+/// validated and re-checked after the copy, so an overwritten message is counted as missed, never
+/// delivered torn.
+/// Thread-safety: one thread at a time per subscription (calls are serialized).
+/// Returns: HMS_OK with *msg filled; HMS_DEADLINE_EXCEEDED when nothing arrived in time (*msg
+/// empty); HMS_UNAVAILABLE when the topic is exact, every publisher went away and everything they
+/// published was delivered (repeats until a new publisher appears); once per publisher that could
+/// not be used: HMS_DATA_LOSS when it broke the protocol (corrupt ring or counters, unsealed or
+/// writable memory, bad handshake: it is dropped and never reconnected), or its refusal
+/// (HMS_RESOURCE_EXHAUSTED when it has max_subscribers already, HMS_FAILED_PRECONDITION on an ABI
+/// mismatch) — later calls go on with the other publishers; HMS_CANCELLED when
+/// hms_subscription_interrupt() was called or a signal interrupted the sleep (err->os_errno == EINTR),
+/// so the caller can run its signal handlers and call again.
+HMS_API hms_status_t hms_subscription_recv(hms_subscription_t *sub, hms_message_t *msg, int64_t timeout_ns,
+                                           hms_error_t *err);
+
+/// Releases a received message's payload. NULL and released messages are no-ops.
+HMS_API void hms_message_release(hms_message_t *msg);
+
+/// One message of a batch (hms_subscription_recv_batch()): its topic name and payload are in the
+/// caller's buffer. Ownership: the caller's (as is the buffer).
+typedef struct hms_message_info_s {
+  uint64_t seq;
+  uint64_t missed;
+  uint64_t publisher_id;
+  int64_t publish_time_ns;
+  uint64_t payload_offset; ///< payload_len bytes at buf + payload_offset (8-byte aligned)
+  uint64_t payload_len;
+  uint32_t topic_offset;   ///< topic_len bytes at buf + topic_offset (not NUL-terminated)
+  uint32_t topic_len;
+  uint32_t content_type;
+  uint32_t flags;          ///< HMS_MSG_*
+  int32_t publisher_pid;
+  uint32_t reserved;
+} hms_message_info_t;
+
+/// The batch form of hms_subscription_recv(), for FFIs where a call per message is costly (Python,
+/// PHP): waits like it for the first message, then also takes every message already there, up to
+/// `max` messages and `cap` bytes, copying topic names and payloads back to back into `buf` and
+/// describing them in infos[0..*count). *used is the number of bytes of `buf` filled.
+/// Thread-safety: as hms_subscription_recv() (calls of both kinds are serialized).
+/// Returns: HMS_OK with *count >= 1; HMS_OUT_OF_RANGE when the next message alone does not fit in
+/// `cap` bytes (nothing consumed; *used is the size it needs); otherwise as hms_subscription_recv(),
+/// with *count == 0.
+HMS_API hms_status_t hms_subscription_recv_batch(hms_subscription_t *sub, hms_message_info_t *infos, size_t max,
+                                                 char *buf, size_t cap, size_t *count, size_t *used,
+                                                 int64_t timeout_ns, hms_error_t *err);
+
+/// Makes a hms_subscription_recv() blocked on another thread (or the next one) return HMS_CANCELLED.
+/// Safe from any thread and from signal handlers.
+HMS_API void hms_subscription_interrupt(hms_subscription_t *sub);
+
+/// Returns: a descriptor that becomes readable when hms_subscription_recv() may have work (a message,
+/// a publisher appearing or going away), for event loops. Armed by a hms_subscription_recv() that
+/// returned HMS_DEADLINE_EXCEEDED. Owned by the subscription; do not close or read it.
+HMS_API int hms_subscription_fd(const hms_subscription_t *sub);
+
+/// Returns: the pattern (valid until close).
+HMS_API const char *hms_subscription_pattern(const hms_subscription_t *sub);
+/// Returns: the number of publishers currently connected.
+HMS_API uint32_t hms_subscription_publisher_count(const hms_subscription_t *sub);
+/// Returns: the total number of messages this subscription has missed so far.
+HMS_API uint64_t hms_subscription_missed(const hms_subscription_t *sub);
 
 /* ----------------------------------------------------------------------------------------------
  * Size queries for FFI users that allocate these structs themselves.
