@@ -1157,6 +1157,45 @@ static int hms__epoll_timeout_ms(hms_node_t *node, int64_t deadline) {
   return (int)ms;
 }
 
+static void hms__set_sleeping(hms_node_t *node, uint32_t v) {
+  for (size_t i = 0; i < node->nconns; i++)
+    if (node->conns[i]->state == HMS__CONN_ACTIVE)
+      atomic_store_explicit(&node->conns[i]->req.ctl->consumer_sleeping, v, memory_order_relaxed);
+}
+
+/* One pass of every active connection's requests. Returns how many were handled. */
+static int hms__drain_all(hms_node_t *node) {
+  int work = 0;
+  for (size_t i = 0; i < node->nconns; i++) {
+    hms__conn_t *c = node->conns[i];
+    if (c->state != HMS__CONN_ACTIVE || c->dead) continue;
+    int r = hms__drain(c);
+    if (r < 0)
+      c->dead = true;
+    else
+      work += r;
+  }
+  return work;
+}
+
+/* About to sleep: tell every client to ring its doorbell, then look once more (a request that raced
+ * with the flag would otherwise sleep with us). Returns whether work is pending; *dead whether a
+ * connection died (to be dropped now, not after the next event). A connection blocked on its reply
+ * ring is not pending: its client rings when it has read. */
+static bool hms__arm(hms_node_t *node, bool *dead) {
+  hms__set_sleeping(node, 1);
+  atomic_thread_fence(memory_order_seq_cst);
+  bool pending = false;
+  *dead = false;
+  for (size_t i = 0; i < node->nconns; i++) {
+    hms__conn_t *c = node->conns[i];
+    *dead |= c->dead;
+    if (c->state == HMS__CONN_ACTIVE && !c->dead && !c->blocked && (c->bl_head || hms__ring_has_data(&c->req)))
+      pending = true;
+  }
+  return pending;
+}
+
 HMS_API hms_status_t hms_node_serve(hms_node_t *node, int64_t timeout_ns, hms_error_t *err) {
   if (!node) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "node is NULL");
   int expected = 0;
@@ -1170,16 +1209,7 @@ HMS_API hms_status_t hms_node_serve(hms_node_t *node, int64_t timeout_ns, hms_er
   bool stop = false, interrupted = false;
   while (!stop && !interrupted) {
     if (atomic_load_explicit(&node->stop_requested, memory_order_relaxed)) break;
-    int work = 0;
-    for (size_t i = 0; i < node->nconns; i++) {
-      hms__conn_t *c = node->conns[i];
-      if (c->state != HMS__CONN_ACTIVE || c->dead) continue;
-      int r = hms__drain(c);
-      if (r < 0)
-        c->dead = true;
-      else
-        work += r;
-    }
+    int work = hms__drain_all(node);
     int64_t now = hms__now_ns();
     if (now >= deadline) break;
     if (work) {
@@ -1198,27 +1228,14 @@ HMS_API hms_status_t hms_node_serve(hms_node_t *node, int64_t timeout_ns, hms_er
       }
       continue;
     }
-    /* Going to sleep: tell every client to ring its doorbell, then look once more (a request that
-     * raced with the flag would otherwise sleep with us). */
-    for (size_t i = 0; i < node->nconns; i++)
-      if (node->conns[i]->state == HMS__CONN_ACTIVE)
-        atomic_store_explicit(&node->conns[i]->req.ctl->consumer_sleeping, 1, memory_order_relaxed);
-    atomic_thread_fence(memory_order_seq_cst);
-    /* A connection blocked on its reply ring is not pending: its client rings when it has read. A
-     * dead one is dropped now, not after the next event. */
-    bool pending = false, dead = false;
-    for (size_t i = 0; i < node->nconns; i++) {
-      hms__conn_t *c = node->conns[i];
-      dead |= c->dead;
-      if (c->state == HMS__CONN_ACTIVE && !c->dead && !c->blocked && (c->bl_head || hms__ring_has_data(&c->req))) pending = true;
-    }
+    /* Going to sleep. */
+    bool dead;
+    bool pending = hms__arm(node, &dead);
     if (!pending) {
       stop = hms__handle_events(node, dead ? 0 : hms__epoll_timeout_ms(node, deadline), &interrupted);
       last_events = hms__now_ns();
     }
-    for (size_t i = 0; i < node->nconns; i++)
-      if (node->conns[i]->state == HMS__CONN_ACTIVE)
-        atomic_store_explicit(&node->conns[i]->req.ctl->consumer_sleeping, 0, memory_order_relaxed);
+    hms__set_sleeping(node, 0);
     last_work = hms__now_ns();
   }
   if (stop || atomic_load(&node->stop_requested)) {
@@ -1233,11 +1250,6 @@ HMS_API hms_status_t hms_node_serve(hms_node_t *node, int64_t timeout_ns, hms_er
   return HMS_OK;
 }
 
-static void hms__set_sleeping(hms_node_t *node, uint32_t v) {
-  for (size_t i = 0; i < node->nconns; i++)
-    if (node->conns[i]->state == HMS__CONN_ACTIVE)
-      atomic_store_explicit(&node->conns[i]->req.ctl->consumer_sleeping, v, memory_order_relaxed);
-}
 
 HMS_API int hms_node_event_fd(const hms_node_t *node) { return node ? node->epfd : -1; }
 
@@ -1254,28 +1266,13 @@ HMS_API hms_status_t hms_node_poll(hms_node_t *node, uint32_t *served, int *agai
   hms__handle_events(node, 0, NULL);
   uint32_t total = 0;
   for (int round = 0; round < 4; round++) {
-    int work = 0;
-    for (size_t i = 0; i < node->nconns; i++) {
-      hms__conn_t *c = node->conns[i];
-      if (c->state != HMS__CONN_ACTIVE || c->dead) continue;
-      int r = hms__drain(c);
-      if (r < 0)
-        c->dead = true;
-      else
-        work += r;
-    }
+    int work = hms__drain_all(node);
     total += (uint32_t)work;
     if (!work) break;
   }
   /* Arm: from now on a client that sends rings its doorbell, which makes the epoll fd readable. */
-  hms__set_sleeping(node, 1);
-  atomic_thread_fence(memory_order_seq_cst);
-  bool pending = false, dead = false;
-  for (size_t i = 0; i < node->nconns; i++) {
-    hms__conn_t *c = node->conns[i];
-    dead |= c->dead;
-    if (c->state == HMS__CONN_ACTIVE && !c->dead && !c->blocked && (c->bl_head || hms__ring_has_data(&c->req))) pending = true;
-  }
+  bool dead;
+  bool pending = hms__arm(node, &dead);
   if (dead) hms__reap(node);
   if (pending) hms__set_sleeping(node, 0);
   atomic_store(&node->serving, 0);
