@@ -32,8 +32,8 @@ def echo_service(node, name="py.echo", version="1.0.0"):
 
     @svc.function()
     def fail(args):
-        code, message, details = args
-        raise hms.error_for(code, message, details=details)
+        code, message, *rest = args  # [code, message] or [code, message, details]
+        raise hms.error_for(code, message, details=rest[0] if rest else None)
 
     @svc.function()
     def crash(_):
