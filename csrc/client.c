@@ -7,6 +7,7 @@
  * noticed (its socket hangs up) within a slice. */
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -76,6 +77,8 @@ struct hms_client_s {
   uint32_t async_pending;        /* QUEUE/CALLBACK slots in flight, under slots_lock */
   int64_t next_deadline;         /* earliest async deadline, under slots_lock */
   int event_fd;                  /* ours: readable when hms_client_poll has work; the server rings it */
+  int watch_fd;                  /* epoll over event_fd and sock: what hms_client_event_fd() hands out, so an
+                                    event loop also wakes when the server dies (the kernel hangs up sock) */
   _Atomic uint32_t gen; /* bumped when a reply is handed over or the reader leaves */
   _Atomic int followers;
   _Atomic int dead;
@@ -114,6 +117,7 @@ HMS_API void hms_connect_options_init(hms_connect_options_t *opts) {
 }
 
 static void hms__client_free(hms_client_t *c) {
+  if (c->watch_fd >= 0) close(c->watch_fd);
   if (c->event_fd >= 0) close(c->event_fd);
   if (c->sock >= 0) close(c->sock);
   if (c->bell >= 0) close(c->bell);
@@ -181,6 +185,23 @@ static void hms__client_check_alive(hms_client_t *c) {
 }
 
 /* ------------------------------------------------------------------ connect */
+/* The descriptor event loops watch: readable when the server rang our eventfd or when the kernel hung
+ * up the connection (server death), so a loop waiting only on it never misses a dead server. */
+static hms_status_t hms__watch_init(hms_client_t *c, hms_error_t *err) {
+  c->watch_fd = epoll_create1(EPOLL_CLOEXEC);
+  if (c->watch_fd < 0)
+    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, errno, "epoll_create1 failed: %s", strerror(errno));
+  struct epoll_event ev = {.events = EPOLLIN};
+  ev.data.fd = c->event_fd;
+  if (epoll_ctl(c->watch_fd, EPOLL_CTL_ADD, c->event_fd, &ev) != 0)
+    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, errno, "epoll_ctl failed: %s", strerror(errno));
+  ev.events = EPOLLRDHUP; /* EPOLLHUP/EPOLLERR are always reported; POLLIN is not our business here */
+  ev.data.fd = c->sock;
+  if (epoll_ctl(c->watch_fd, EPOLL_CTL_ADD, c->sock, &ev) != 0)
+    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, errno, "epoll_ctl failed: %s", strerror(errno));
+  return HMS_OK;
+}
+
 static hms_status_t hms__attach(hms_client_t *c, const hms__welcome_t *w, int memfd, hms_error_t *err) {
   if (!hms__is_pow2(w->req_cap) || !hms__is_pow2(w->resp_cap) || w->req_cap < HMS_RING_MIN_BYTES ||
       w->resp_cap < HMS_RING_MIN_BYTES || w->req_cap > HMS_RING_MAX_BYTES || w->resp_cap > HMS_RING_MAX_BYTES ||
@@ -369,7 +390,7 @@ HMS_API hms_status_t hms_connect(hms_node_t *node, const char *service, const ch
       break;
     }
     c->node = node;
-    c->sock = c->bell = -1;
+    c->sock = c->bell = c->watch_fd = -1;
     c->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     c->done_head = c->done_tail = HMS__NO_SLOT;
     c->next_deadline = INT64_MAX;
@@ -385,6 +406,7 @@ HMS_API hms_status_t hms_connect(hms_node_t *node, const char *service, const ch
     c->free_top = HMS__SLOTS;
     hms__spin_init(&c->spin, opts->spin_ns < 0 ? node->spin_ns : opts->spin_ns);
     hms_status_t one = hms__connect_one(node, c, paths[i], service, versions[i], opts, err);
+    if (one == HMS_OK) one = hms__watch_init(c, err);
     if (one == HMS_OK) {
       *out = c;
       break;
@@ -1002,7 +1024,7 @@ HMS_API hms_status_t hms_call_submit(hms_client_t *client, uint32_t fn_id, const
   return HMS_OK;
 }
 
-HMS_API int hms_client_event_fd(const hms_client_t *client) { return client ? client->event_fd : -1; }
+HMS_API int hms_client_event_fd(const hms_client_t *client) { return client ? client->watch_fd : -1; }
 
 /* Pops up to max finished QUEUE-mode completions. */
 static size_t hms__harvest(hms_client_t *c, hms_completion_t *out, size_t max) {
@@ -1086,6 +1108,10 @@ HMS_API hms_status_t hms_client_poll(hms_client_t *client, hms_completion_t *out
     atomic_thread_fence(memory_order_seq_cst);
     if (hms__ring_has_data(&c->resp)) continue;
     if (now >= deadline) {
+      /* About to leave the caller waiting on the event fd: if it is readable because the server hung
+       * up, fail the pending calls now instead of leaving the loop to spin on a level-triggered fd. */
+      if (!atomic_load(&c->dead)) hms__client_check_alive(c);
+      if (atomic_load(&c->dead)) continue;
       hms__ok(err);
       return HMS_OK; /* armed: the event fd fires on the next reply */
     }

@@ -835,6 +835,7 @@ class _AsyncState:
                         loop.call_soon_threadsafe(_resolve, fut, None, exc)
                     except RuntimeError:
                         pass
+            self._unwatch()  # the fd stays readable (hung up): stop loops from spinning on it
             return -1
         return n
 
@@ -865,18 +866,23 @@ class _AsyncState:
         self.loops.add(loop)
         loop.add_reader(self.fd, self.drain, 0, _CompBuffer(), 64)
 
-    def close(self) -> None:
-        self.closed = True
-        if self._wake is not None:
-            self._wake.set()
+    def _unwatch(self) -> None:
+        here = _running_loop()
         for loop in list(self.loops):
+            self.loops.discard(loop)
             try:
-                if _running_loop() is loop:
+                if here is loop:
                     loop.remove_reader(self.fd)
                 else:
                     loop.call_soon_threadsafe(loop.remove_reader, self.fd)
             except RuntimeError:
                 pass
+
+    def close(self) -> None:
+        self.closed = True
+        if self._wake is not None:
+            self._wake.set()
+        self._unwatch()
         with self.lock:
             entries, self.pending = list(self.pending.values()), {}
         for fut, loop in entries:

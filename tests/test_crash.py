@@ -77,6 +77,48 @@ def test_many_waiting_threads_all_released_on_server_death(server_process):
     assert errs == [hms.Unavailable] * 8
 
 
+def test_server_killed_fails_pending_asyncio_futures_and_batches_without_timeouts(server_process):
+    """No timeout anywhere: only the kernel's hang-up can end these calls. The asyncio loop watches the
+    client's event fd, which also reports the hang-up, so awaiting tasks must not hang."""
+    import asyncio
+
+    sp = server_process("echo")
+    c = hms.connect("py.echo")
+    out = {}
+
+    def batch():
+        out["batch"] = c.batch([("sleep", 30), ("echo", 1)])
+        out["batch_at"] = time.monotonic()
+
+    fut = c.call_async("sleep", 30)
+    bt = threading.Thread(target=batch)
+    bt.start()
+
+    async def main():
+        tasks = [asyncio.ensure_future(c.acall("sleep", 30)) for _ in range(20)]
+        await asyncio.sleep(0.3)
+        killed_at = time.monotonic()
+        sp.kill(9)
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
+        return killed_at, time.monotonic(), results
+
+    killed_at, done_at, results = asyncio.run(main())
+    assert all(isinstance(r, hms.Unavailable) for r in results), results
+    assert done_at - killed_at < 0.1
+    assert isinstance(fut.exception(timeout=5), hms.Unavailable)
+    bt.join(5)
+    assert not bt.is_alive()
+    assert all(isinstance(r, hms.Unavailable) for r in out["batch"]), out["batch"]
+    assert out["batch_at"] - killed_at < 0.1
+
+    async def after():  # a dead client fails new asyncio calls at once and the loop does not spin
+        with pytest.raises(hms.Unavailable):
+            await asyncio.wait_for(c.acall("echo", 1), 5)
+
+    asyncio.run(after())
+    c.close()
+
+
 def test_reconnect_to_restarted_service(server_process):
     sp = server_process("echo")
     c = hms.connect("py.echo")

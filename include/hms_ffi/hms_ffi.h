@@ -406,9 +406,11 @@ HMS_API hms_status_t hms_call_submit(hms_client_t *client, uint32_t fn_id, const
 HMS_API hms_status_t hms_client_poll(hms_client_t *client, hms_completion_t *out, size_t max, size_t *count,
                                      int64_t timeout_ns, hms_error_t *err);
 
-/// Returns: a file descriptor (eventfd) that becomes readable when hms_client_poll() has work, for
-/// event loops (asyncio, epoll). Owned by the client; do not close or read it yourself.
-/// The descriptor is armed by hms_client_poll() returning 0 completions.
+/// Returns: a file descriptor (an epoll fd over the client's eventfd and its socket) that becomes
+/// readable when hms_client_poll() has work — a reply arrived or the server died — for event loops
+/// (asyncio, epoll). Owned by the client; do not close or read it yourself. The descriptor is armed by
+/// hms_client_poll() returning 0 completions. After the connection died and every pending call was
+/// harvested it stays readable (hms_client_poll then returns the error): stop watching it.
 HMS_API int hms_client_event_fd(const hms_client_t *client);
 
 /// Cancels an in-flight asynchronous call: it completes at once with HMS_CANCELLED, and the server is
