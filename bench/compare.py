@@ -7,7 +7,7 @@ node, one-way throughput, asyncio calls, server streams and batches.
     python bench/compare.py --rows py-spin,pipe --n 50000 --json /tmp/r.json
     python bench/compare.py --sections oneway,stream
 
-Sections (--sections, comma separated; default all but pubsub) and their rows (--rows, comma separated;
+Sections (--sections, comma separated; default all) and their rows (--rows, comma separated;
 default all; a section none of whose rows is selected is skipped):
 
   echo     64-byte echo round trip (p50/p99/calls/s)
@@ -35,7 +35,8 @@ default all; a section none of whose rows is selected is skipped):
     stream-cbor    small ints, CBOR-encoded
   batch    client.batch() of 1000 64-byte echos vs client.call() one at a time: calls/s
     batch-1000
-  pubsub   pub/sub fan-out: a placeholder, not implemented here yet (see "HOOK: pub/sub fan-out")
+  pubsub   pub/sub fan-out to 1, 4 and 16 subscriber processes (bench/pubsub_bench.py), lossless
+           ps-hms-K   hms-ffi topic, blocking publisher       ps-zmq-K   pyzmq PUB/SUB, unbounded HWM
 
 Every server runs in its own, freshly started process; the client is this process. Python rows time
 each call with time.perf_counter_ns after a warm-up (n/10 + 100 calls) with the garbage collector
@@ -110,16 +111,12 @@ STREAM_ROWS = {
 BATCH_ROWS = {
     "batch-1000": "batch() of 1000 echos vs call() one at a time",
 }
-# ----------------------------------------------------------------------------------------------------
-# HOOK: pub/sub fan-out. Not implemented here yet; whoever adds it:
-#   1. fill PUBSUB_ROWS (row key -> label) below,
-#   2. add a runner for each row in main()'s `runners` (returning a dict of numbers; raise BenchError
-#      to report a failed row) and a render_pubsub(results, args) -> List[str] for its markdown table,
-#   3. register render_pubsub in SECTION_RENDERERS (marked "HOOK: pub/sub fan-out" as well),
-#   4. put "pubsub" into DEFAULT_SECTIONS.
-# Until then `--sections pubsub` only adds a note that the section is not implemented.
-# ----------------------------------------------------------------------------------------------------
-PUBSUB_ROWS: Dict[str, str] = {}
+# Pub/sub fan-out (bench/pubsub_bench.py does the work): one Python publisher, k subscriber processes.
+PUBSUB_SUBS = (1, 4, 16)
+PUBSUB_ROWS: Dict[str, str] = {
+    f"ps-{t}-{k}": f"{name}, {k} subscriber{'s' if k > 1 else ''}"
+    for k in PUBSUB_SUBS for t, name in (("hms", "hms-ffi topic"), ("zmq", "pyzmq PUB/SUB ipc://"))
+}
 
 SECTIONS = {  # section -> its rows, in run order
     "echo": ROWS,
@@ -130,7 +127,7 @@ SECTIONS = {  # section -> its rows, in run order
     "batch": BATCH_ROWS,
     "pubsub": PUBSUB_ROWS,
 }
-DEFAULT_SECTIONS = ["echo", "idle", "oneway", "async", "stream", "batch"]
+DEFAULT_SECTIONS = ["echo", "idle", "oneway", "async", "stream", "batch", "pubsub"]
 ALL_ROWS = {k: v for rows in SECTIONS.values() for k, v in rows.items()}
 
 
@@ -1146,12 +1143,44 @@ def render_batch(results: Dict[str, dict], args) -> List[str]:
     return lines
 
 
+def bench_pubsub(args, transport: str, k: int) -> dict:
+    """Lossless fan-out throughput (a blocking hms publisher; zmq with unbounded HWM), median of reps."""
+    try:
+        import pubsub_bench
+    except ImportError:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import pubsub_bench
+    runs = []
+    for _ in range(args.reps):
+        r = pubsub_bench.run(transport, "throughput", k, args.ps_msgs, 0, 0.0)
+        if r["received_min"] != r["sent"]:
+            raise BenchError(f"a subscriber got {r['received_min']} of {r['sent']} messages")
+        runs.append(r["msgs_per_s"])
+    return {"rate": _median(runs), "rate_min": min(runs), "rate_max": max(runs), "subscribers": k,
+            "msgs": args.ps_msgs}
+
+
+def render_pubsub(results: Dict[str, dict], args) -> List[str]:
+    lines = [f"Pub/sub fan-out, 64-byte messages, one Python publisher -> k Python subscriber processes, "
+             f"{args.ps_msgs} messages, lossless; median of {args.reps}", "",
+             "| subscribers | hms-ffi msgs/s | min–max | pyzmq msgs/s | min–max | hms / zmq |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for k in PUBSUB_SUBS:
+        h, z = results.get(f"ps-hms-{k}"), results.get(f"ps-zmq-{k}")
+        if not h and not z:
+            continue
+        cell = lambda x: (f"{per_s(x['rate'])} | {per_s(x['rate_min'])}–{per_s(x['rate_max'])}" if x else "– | –")
+        ratio = f"{h['rate'] / z['rate']:.2f}×" if h and z else "–"
+        lines.append(f"| {k} | {cell(h)} | {cell(z)} | {ratio} |")
+    return lines
+
+
 SECTION_RENDERERS = {
     "oneway": render_oneway,
     "async": render_async,
     "stream": render_stream,
     "batch": render_batch,
-    # HOOK: pub/sub fan-out — add "pubsub": render_pubsub here.
+    "pubsub": lambda results, args: render_pubsub(results, args),
 }
 
 
@@ -1195,10 +1224,11 @@ def parse_args(argv=None):
                    help="for CI: n=3000, msgs=stream-items=200000, rounds=10, reps=3 (unless given)")
     p.add_argument("--json", metavar="PATH", help="write raw results (incl. per-call times) as JSON")
     p.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
-                   help=f"comma-separated subset of: {', '.join(SECTIONS)} (default: all but pubsub)")
+                   help=f"comma-separated subset of: {', '.join(SECTIONS)} (default: all)")
     p.add_argument("--rows", default="", help=f"comma-separated subset of: {', '.join(ALL_ROWS)} (default all)")
     p.add_argument("--no-idle", action="store_true", help="skip the idle-CPU measurement")
     p.add_argument("--msgs", type=int, help="one-way messages per repetition (default 1000000; --quick 200000)")
+    p.add_argument("--ps-msgs", type=int, help="pub/sub messages per repetition (default 50000; --quick 5000)")
     p.add_argument("--stream-items", type=int, help="items per stream (default 1000000; --quick 200000)")
     p.add_argument("--rounds", type=int,
                    help="rounds of 1000 calls for async-gather/async-futures/batch (default 50; --quick 10)")
@@ -1209,7 +1239,7 @@ def parse_args(argv=None):
     a = p.parse_args(argv)
     if a.quick:
         a.n = 3000
-    for name, full, quick in (("msgs", 1_000_000, 200_000), ("stream_items", 1_000_000, 200_000),
+    for name, full, quick in (("msgs", 1_000_000, 200_000), ("stream_items", 1_000_000, 200_000), ("ps_msgs", 50_000, 5_000),
                               ("rounds", 50, 10), ("reps", 5, 3)):
         if getattr(a, name) is None:
             setattr(a, name, quick if a.quick else full)
@@ -1281,9 +1311,9 @@ def main(argv=None) -> int:
         "stream-raw": lambda: bench_stream(args, "items"),
         "stream-cbor": lambda: bench_stream(args, "ints"),
         "batch-1000": lambda: bench_batch(args),
-        # HOOK: pub/sub fan-out — add its rows' runners here.
+        **{f"ps-{t}-{k}": (lambda t=t, k=k: bench_pubsub(args, t, k)) for k in PUBSUB_SUBS for t in ("hms", "zmq")},
     }
-    needs_zmq = {"zmq", "ow-zmq"}
+    needs_zmq = {"zmq", "ow-zmq"} | {f"ps-zmq-{k}" for k in PUBSUB_SUBS}
     results: Dict[str, dict] = {}
     notes: List[str] = []
     idle: List[dict] = []
@@ -1304,9 +1334,6 @@ def main(argv=None) -> int:
                         raise
                     except BaseException as e:
                         notes.append(f"idle CPU measurement failed: {type(e).__name__}: {e}")
-                continue
-            if section == "pubsub" and not PUBSUB_ROWS:
-                notes.append("pub/sub fan-out: not implemented in compare.py yet (placeholder section)")
                 continue
             for key in args.sections_run[section]:
                 if key in needs_zmq:
@@ -1331,7 +1358,7 @@ def main(argv=None) -> int:
                          "CPU time over wall time, % of one core (sender: this whole process).")
         if args.sections_run.get("async"):
             notes.append("asyncio rows use asyncio.run() (default event loop) with an overall asyncio.wait_for "
-                         "deadline, because a reply that never comes (dead server) does not wake the loop.")
+                         "deadline as a safety net.")
         if native_lib_stamp() != stamp:
             notes.append("WARNING: hms_ffi_native's shared library was rebuilt during this run; this process "
                          "kept the old build while later servers loaded the new one. Re-run for clean numbers.")
