@@ -1,0 +1,1090 @@
+//! The one module of this crate that uses `unsafe`: every type that owns a handle of the C core,
+//! and the calls into it. Everything else (errors, CBOR, the peer program) is safe code.
+//!
+//! Lifetimes encode the header's ownership rules: a [`Client`], [`Publisher`] or [`Subscription`]
+//! borrows its [`Node`] (the header says close them before the node), a [`Stream`] borrows its
+//! [`Client`], and a [`Call`] lives only while its handler runs. `Send`/`Sync` are implemented only
+//! where the header's Thread-safety lines allow it; each `unsafe impl` says which line.
+#![allow(unsafe_code)]
+
+use std::any::Any;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hms_ffi_sys as sys;
+
+use crate::error::{timeout_ns, Code, Error, Result};
+
+// ------------------------------------------------------------------ helpers
+
+/// A zeroed `hms_error_t` (the C core fills it on failure).
+fn err_buf() -> sys::hms_error_t {
+    // SAFETY: hms_error_t is plain old data (integers and a char array); all-zero is valid.
+    unsafe { MaybeUninit::zeroed().assume_init() }
+}
+
+fn empty_payload() -> sys::hms_payload_t {
+    sys::hms_payload_t {
+        data: ptr::null(),
+        len: 0,
+        content_type: 0,
+        flags: 0,
+        release: None,
+        private_data: ptr::null_mut(),
+    }
+}
+
+fn c_chars_to_string(chars: &[c_char]) -> String {
+    let bytes: Vec<u8> = chars.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn to_error(status: sys::hms_status_t, e: &sys::hms_error_t) -> Error {
+    let msg = c_chars_to_string(&e.message);
+    let msg = if msg.is_empty() { format!("{} (no message from the C core)", status_name(status)) } else { msg };
+    Error::from_parts(status, msg, e.origin, e.os_errno)
+}
+
+fn check(status: sys::hms_status_t, e: &sys::hms_error_t) -> Result<()> {
+    if status == sys::HMS_OK {
+        Ok(())
+    } else {
+        Err(to_error(status, e))
+    }
+}
+
+fn cstring(what: &str, s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::new(Code::InvalidArgument, format!("{what} {s:?} contains a NUL byte")))
+}
+
+/// Copies a C string the library owns (static or valid until a close we have not done yet).
+fn owned_str(p: *const c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: the C core returns NUL-terminated strings valid at least until the owning handle
+    // closes; we copy before returning.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// The canonical name the C core gives a status value ("NOT_FOUND", "UNRECOGNIZED_STATUS", ...).
+pub fn status_name(status: i32) -> String {
+    // SAFETY: hms_status_str returns a static string, never NULL.
+    owned_str(unsafe { sys::hms_status_str(status) })
+}
+
+/// The ABI version of the loaded libhms_ffi.
+pub fn abi_version() -> u32 {
+    // SAFETY: no arguments, no state.
+    unsafe { sys::hms_abi_version() }
+}
+
+/// The version of the loaded libhms_ffi, "MAJOR.MINOR.PATCH".
+pub fn version() -> String {
+    // SAFETY: returns a static string.
+    owned_str(unsafe { sys::hms_version_string() })
+}
+
+/// Refuses a library whose ABI differs from the one hms-ffi-sys declares.
+pub fn check_abi(library: u32, built_against: u32) -> Result<()> {
+    if library == built_against {
+        return Ok(());
+    }
+    Err(Error::new(
+        Code::FailedPrecondition,
+        format!(
+            "libhms_ffi has ABI version {library} but this Rust binding was built against ABI version \
+             {built_against} (hms-ffi-sys {}): rebuild the binding against the installed library \
+             (cargo clean -p hms-ffi-sys; cargo build) or install the matching hms-ffi-native",
+            env!("CARGO_PKG_VERSION")
+        ),
+    ))
+}
+
+// ------------------------------------------------------------------ payloads
+
+/// A payload the library handed out (a reply, a stream item): a private copy, released on drop.
+pub struct Payload {
+    raw: sys::hms_payload_t,
+}
+
+// SAFETY (Send, Sync): hms_payload_t's Thread-safety line: "a filled payload may be handed to and
+// released by any thread". Its bytes are a private heap copy (not the shared ring), never written
+// after it is filled, so shared reads from several threads are fine too.
+unsafe impl Send for Payload {}
+unsafe impl Sync for Payload {}
+
+impl Payload {
+    /// The bytes.
+    pub fn data(&self) -> &[u8] {
+        if self.raw.data.is_null() || self.raw.len == 0 {
+            return &[];
+        }
+        // SAFETY: data/len describe a live allocation until hms_payload_release (in Drop).
+        unsafe { std::slice::from_raw_parts(self.raw.data as *const u8, self.raw.len) }
+    }
+    /// The content type (`HMS_CT_*`).
+    pub fn content_type(&self) -> u32 {
+        self.raw.content_type
+    }
+    /// Copies the bytes out.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.data().to_vec()
+    }
+}
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        // SAFETY: released exactly once; release(NULL-ed) payloads are no-ops.
+        unsafe { sys::hms_payload_release(&mut self.raw) }
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Payload({} bytes, content type {})", self.raw.len, self.raw.content_type)
+    }
+}
+
+/// Turns a failed call's status + error + details payload into an Error.
+fn call_error(status: sys::hms_status_t, e: &sys::hms_error_t, details: Payload) -> Error {
+    let mut err = to_error(status, e);
+    if !details.data().is_empty() {
+        err.set_details(details.to_vec(), details.content_type());
+    }
+    err
+}
+
+// ------------------------------------------------------------------ node
+
+/// Options for [`Node::open_with`].
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Node name for listings; `None` = "node-<pid>".
+    pub name: Option<String>,
+    /// `None` = $HMS_FFI_RUNTIME_DIR, else $XDG_RUNTIME_DIR/hms-ffi, else /tmp/hms-ffi-<uid>.
+    pub runtime_dir: Option<PathBuf>,
+    /// Busy-wait budget before sleeping; `None` = the default (50 µs); `Some(ZERO)` = never spin.
+    pub spin: Option<Duration>,
+    /// Per-direction ring size for connections this node serves; 0 = default.
+    pub ring_bytes: u64,
+}
+
+type HandlerFn = dyn FnMut(&mut Call<'_>) -> Result<()> + Send + 'static;
+
+/// What a C handler's `user_data` points to: the Rust closure and a scratch buffer for the request.
+struct HandlerSlot {
+    f: Box<HandlerFn>,
+    scratch: Vec<u8>,
+    name: String,
+}
+
+/// A process's presence in the runtime directory: serves services, opens clients and topics.
+///
+/// Closing (drop) unregisters its services and drops its connections.
+pub struct Node {
+    raw: NonNull<sys::hms_node_t>,
+    // Boxed closures given to the C core as user_data; freed after hms_node_close (see Drop).
+    handlers: Mutex<Vec<Box<HandlerSlot>>>,
+}
+
+// SAFETY (Send): nothing in a node is tied to the thread that opened it; hms_node_close joins the
+// thread hms_node_start created from whichever thread calls it. Handlers are `Send`.
+unsafe impl Send for Node {}
+// SAFETY (Sync): the methods taking &self are the ones the header allows from several threads:
+// hms_node_stop ("Safe from any thread"), hms_node_serve/poll (the core refuses a second serving
+// thread with FAILED_PRECONDITION), hms_service_add/hms_function_add (serialized by the node's
+// lock in the core, plus our `handlers` mutex), hms_connect/hms_publisher_open/hms_subscribe (they
+// only read the node's immutable settings). hms_node_close, which must not race with serve, needs
+// `&mut`/ownership (Drop), and every borrowed handle (Client, Service, ...) must be gone by then.
+unsafe impl Sync for Node {}
+
+impl Node {
+    /// Opens a node named `name` in the default runtime directory.
+    pub fn open(name: &str) -> Result<Node> {
+        Node::open_with(&NodeOptions { name: Some(name.to_string()), ..Default::default() })
+    }
+
+    /// Opens a node. Refuses to run when the library's ABI differs from the declarations'.
+    pub fn open_with(opts: &NodeOptions) -> Result<Node> {
+        check_abi(abi_version(), sys::HMS_FFI_ABI_VERSION)?;
+        let name = opts.name.as_deref().map(|n| cstring("node name", n)).transpose()?;
+        let dir = match &opts.runtime_dir {
+            Some(d) => Some(cstring("runtime directory", d.to_str().ok_or_else(|| {
+                Error::new(Code::InvalidArgument, format!("runtime directory {} is not UTF-8", d.display()))
+            })?)?),
+            None => None,
+        };
+        // SAFETY: hms_node_options_t is plain data; init fills every field.
+        let mut o: sys::hms_node_options_t = unsafe { MaybeUninit::zeroed().assume_init() };
+        unsafe { sys::hms_node_options_init(&mut o) };
+        o.name = name.as_ref().map_or(ptr::null(), |c| c.as_ptr());
+        o.runtime_dir = dir.as_ref().map_or(ptr::null(), |c| c.as_ptr());
+        o.spin_ns = opts.spin.map_or(-1, |d| timeout_ns(Some(d)));
+        o.ring_bytes = opts.ring_bytes;
+        let mut out = ptr::null_mut();
+        let mut e = err_buf();
+        // SAFETY: valid options (strings outlive the call), out and err point to locals.
+        let st = unsafe { sys::hms_node_open(&o, &mut out, &mut e) };
+        check(st, &e)?;
+        let raw = NonNull::new(out).ok_or_else(|| Error::new(Code::Internal, "hms_node_open returned OK but no node"))?;
+        Ok(Node { raw, handlers: Mutex::new(Vec::new()) })
+    }
+
+    fn ptr(&self) -> *mut sys::hms_node_t {
+        self.raw.as_ptr()
+    }
+
+    /// The runtime directory this node uses.
+    pub fn runtime_dir(&self) -> PathBuf {
+        // SAFETY: valid until close, copied at once.
+        PathBuf::from(owned_str(unsafe { sys::hms_node_runtime_dir(self.ptr()) }))
+    }
+
+    /// Adds a service `name` version `version` ("MAJOR.MINOR.PATCH") and makes it discoverable.
+    pub fn service(&self, name: &str, version: &str) -> Result<Service<'_>> {
+        let n = cstring("service name", name)?;
+        let v = cstring("service version", version)?;
+        let mut out = ptr::null_mut();
+        let mut e = err_buf();
+        // SAFETY: live node, NUL-terminated strings, out/err are locals.
+        let st = unsafe { sys::hms_service_add(self.ptr(), n.as_ptr(), v.as_ptr(), &mut out, &mut e) };
+        check(st, &e)?;
+        let raw = NonNull::new(out).ok_or_else(|| Error::new(Code::Internal, "hms_service_add returned no service"))?;
+        Ok(Service { raw, node: self })
+    }
+
+    /// Runs the dispatch loop on this thread (handlers run here) for `timeout` (`None` = until
+    /// [`Node::stop`]). `Err(Cancelled)` when a signal interrupted the sleep: call again.
+    pub fn serve(&self, timeout: Option<Duration>) -> Result<()> {
+        let mut e = err_buf();
+        // SAFETY: live node; the core refuses concurrent serving threads.
+        let st = unsafe { sys::hms_node_serve(self.ptr(), timeout_ns(timeout), &mut e) };
+        check(st, &e)
+    }
+
+    /// Serves on this thread until SIGINT or SIGTERM arrives, then returns `Ok` (within 100 ms).
+    /// Installs handlers for both signals that only set a flag (process-wide).
+    pub fn serve_until_signal(&self) -> Result<()> {
+        install_termination_handlers();
+        while !TERMINATE.load(Ordering::SeqCst) {
+            match self.serve(Some(Duration::from_millis(100))) {
+                Ok(()) => {}
+                Err(e) if e.code() == Code::Cancelled => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a background thread that serves until [`Node::stop`] or drop.
+    pub fn start(&self) -> Result<()> {
+        let mut e = err_buf();
+        // SAFETY: live node.
+        let st = unsafe { sys::hms_node_start(self.ptr(), &mut e) };
+        check(st, &e)
+    }
+
+    /// Asks the serving loop to return (joins the background thread of [`Node::start`]).
+    pub fn stop(&self) {
+        // SAFETY: "Safe from any thread and from handlers; never blocks."
+        unsafe { sys::hms_node_stop(self.ptr()) }
+    }
+
+    /// Connects to the newest live `service` whose version satisfies `version_req` ("^1", "*", ...).
+    pub fn connect(&self, service: &str, version_req: &str) -> Result<Client<'_>> {
+        self.connect_with(service, version_req, &ConnectOptions::default())
+    }
+
+    /// [`Node::connect`] with options.
+    pub fn connect_with(&self, service: &str, version_req: &str, opts: &ConnectOptions) -> Result<Client<'_>> {
+        let s = cstring("service name", service)?;
+        let v = cstring("version requirement", version_req)?;
+        // SAFETY: plain data filled by init.
+        let mut o: sys::hms_connect_options_t = unsafe { MaybeUninit::zeroed().assume_init() };
+        unsafe { sys::hms_connect_options_init(&mut o) };
+        o.timeout_ns = opts.handshake_timeout.map_or(-1, |d| timeout_ns(Some(d)));
+        o.spin_ns = opts.spin.map_or(-1, |d| timeout_ns(Some(d)));
+        o.ring_bytes = opts.ring_bytes;
+        let mut out = ptr::null_mut();
+        let mut e = err_buf();
+        // SAFETY: live node, valid strings and options, locals for out/err.
+        let st = unsafe { sys::hms_connect(self.ptr(), s.as_ptr(), v.as_ptr(), &o, &mut out, &mut e) };
+        check(st, &e)?;
+        let raw = NonNull::new(out).ok_or_else(|| Error::new(Code::Internal, "hms_connect returned no client"))?;
+        Ok(Client { raw, _node: PhantomData })
+    }
+
+    /// Opens a publisher on `topic` with default options.
+    pub fn publisher(&self, topic: &str) -> Result<Publisher<'_>> {
+        self.publisher_with(topic, &PublisherOptions::default())
+    }
+
+    /// Opens a publisher on `topic`.
+    pub fn publisher_with(&self, topic: &str, opts: &PublisherOptions) -> Result<Publisher<'_>> {
+        let t = cstring("topic", topic)?;
+        // SAFETY: plain data filled by init.
+        let mut o: sys::hms_publisher_options_t = unsafe { MaybeUninit::zeroed().assume_init() };
+        unsafe { sys::hms_publisher_options_init(&mut o) };
+        if opts.block {
+            o.flags |= sys::HMS_PUBLISHER_BLOCK;
+        }
+        o.capacity = opts.capacity;
+        o.max_subscribers = opts.max_subscribers;
+        o.ring_bytes = opts.ring_bytes;
+        let mut out = ptr::null_mut();
+        let mut e = err_buf();
+        // SAFETY: live node, valid strings and options.
+        let st = unsafe { sys::hms_publisher_open(self.ptr(), t.as_ptr(), &o, &mut out, &mut e) };
+        check(st, &e)?;
+        let raw = NonNull::new(out).ok_or_else(|| Error::new(Code::Internal, "hms_publisher_open returned nothing"))?;
+        Ok(Publisher { raw, _node: PhantomData })
+    }
+
+    /// Subscribes to an exact topic or a glob pattern ("order.*").
+    pub fn subscribe(&self, pattern: &str) -> Result<Subscription<'_>> {
+        self.subscribe_with(pattern, &SubscribeOptions::default())
+    }
+
+    /// Subscribes with options.
+    pub fn subscribe_with(&self, pattern: &str, opts: &SubscribeOptions) -> Result<Subscription<'_>> {
+        let p = cstring("topic pattern", pattern)?;
+        // SAFETY: plain data filled by init.
+        let mut o: sys::hms_subscribe_options_t = unsafe { MaybeUninit::zeroed().assume_init() };
+        unsafe { sys::hms_subscribe_options_init(&mut o) };
+        if opts.keep_waiting {
+            o.flags |= sys::HMS_SUBSCRIBE_KEEP_WAITING;
+        }
+        if let Some(t) = opts.handshake_timeout {
+            o.handshake_timeout_ns = timeout_ns(Some(t));
+        }
+        let mut out = ptr::null_mut();
+        let mut e = err_buf();
+        // SAFETY: live node, valid strings and options.
+        let st = unsafe { sys::hms_subscribe(self.ptr(), p.as_ptr(), &o, &mut out, &mut e) };
+        check(st, &e)?;
+        let raw = NonNull::new(out).ok_or_else(|| Error::new(Code::Internal, "hms_subscribe returned nothing"))?;
+        Ok(Subscription { raw, _node: PhantomData })
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // SAFETY: we own the node; borrowed handles are gone (lifetimes), no thread serves it
+        // except hms_node_start's, which close joins. Handlers are freed only afterwards.
+        unsafe { sys::hms_node_close(self.ptr()) };
+        self.handlers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+static TERMINATE: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_termination(_sig: c_int) {
+    TERMINATE.store(true, Ordering::SeqCst);
+}
+
+extern "C" {
+    // libc's signal(2); glibc gives it BSD semantics (the handler stays installed).
+    fn signal(signum: c_int, handler: extern "C" fn(c_int)) -> usize;
+}
+
+fn install_termination_handlers() {
+    const SIGINT: c_int = 2;
+    const SIGTERM: c_int = 15;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        signal(SIGINT, on_termination);
+        signal(SIGTERM, on_termination);
+    }
+}
+
+/// True once SIGINT or SIGTERM arrived while [`Node::serve_until_signal`] was installed.
+pub fn termination_requested() -> bool {
+    TERMINATE.load(Ordering::SeqCst)
+}
+
+// ------------------------------------------------------------------ services and handlers
+
+/// A service of a node (owned by the node, valid while it is open).
+pub struct Service<'n> {
+    raw: NonNull<sys::hms_service_t>,
+    node: &'n Node,
+}
+
+impl Service<'_> {
+    /// Adds a function served by a Rust closure (run on the serving thread).
+    ///
+    /// The closure reads the request with [`Call::request`], answers with [`Call::reply`] (nothing =
+    /// an empty reply) or returns `Err(error)`, which the caller receives with its code and
+    /// message. A panic is caught and becomes an `INTERNAL` error reply; the node keeps serving.
+    pub fn function<F>(&self, name: &str, f: F) -> Result<()>
+    where
+        F: FnMut(&mut Call<'_>) -> Result<()> + Send + 'static,
+    {
+        self.function_with_flags(name, sys::HMS_FN_DEFAULT, f)
+    }
+
+    /// Adds a server-streaming function: the closure sends items with [`Call::send`].
+    pub fn stream_function<F>(&self, name: &str, f: F) -> Result<()>
+    where
+        F: FnMut(&mut Call<'_>) -> Result<()> + Send + 'static,
+    {
+        self.function_with_flags(name, sys::HMS_FN_STREAM, f)
+    }
+
+    /// Adds a function with `HMS_FN_*` flags.
+    pub fn function_with_flags<F>(&self, name: &str, flags: u32, f: F) -> Result<()>
+    where
+        F: FnMut(&mut Call<'_>) -> Result<()> + Send + 'static,
+    {
+        let n = cstring("function name", name)?;
+        let mut slot = Box::new(HandlerSlot { f: Box::new(f), scratch: Vec::new(), name: name.to_string() });
+        let ud = &mut *slot as *mut HandlerSlot as *mut c_void;
+        let mut handlers = self.node.handlers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = err_buf();
+        // SAFETY: the slot is boxed (stable address) and kept in the node until after
+        // hms_node_close; the trampoline is the only user of `ud`, on the serving thread.
+        let st = unsafe { sys::hms_function_add(self.raw.as_ptr(), n.as_ptr(), flags, Some(trampoline), ud, &mut e) };
+        check(st, &e)?;
+        handlers.push(slot);
+        Ok(())
+    }
+}
+
+fn panic_message(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_string()
+    }
+}
+
+fn set_error(call: *mut sys::hms_call_t, err: &Error) -> sys::hms_status_t {
+    let code = match err.code() {
+        Code::Ok => Code::Unknown, // a handler error must not read as success
+        c => c,
+    };
+    let msg = CString::new(err.message().replace('\0', "\\0")).unwrap_or_default();
+    let (details, ct) = err.details();
+    // SAFETY: call is the running call; message and details are copied by the core.
+    unsafe {
+        sys::hms_call_set_error(call, code.as_i32(), msg.as_ptr(), details.as_ptr() as *const c_char, details.len(), ct)
+    };
+    code.as_i32()
+}
+
+unsafe extern "C" fn trampoline(
+    call: *mut sys::hms_call_t,
+    req: *const sys::hms_payload_t,
+    user_data: *mut c_void,
+) -> sys::hms_status_t {
+    // Nothing may unwind into C: everything that can panic is inside catch_unwind.
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: user_data is the HandlerSlot registered with this function; only the serving
+        // thread (one at a time) runs handlers, so this &mut is unique.
+        let slot = unsafe { &mut *(user_data as *mut HandlerSlot) };
+        let HandlerSlot { f, scratch, name } = slot;
+        scratch.clear();
+        let mut content_type = sys::HMS_CT_NONE;
+        if !req.is_null() {
+            // The request lives in shared memory a hostile peer may rewrite while we read it:
+            // copy it once into our buffer so the handler sees stable bytes (one memcpy).
+            // SAFETY: req is valid for the duration of the call; data/len describe mapped memory
+            // that the core bounds-checked.
+            unsafe {
+                let r = ptr::read_volatile(req);
+                content_type = r.content_type;
+                if !r.data.is_null() && r.len > 0 {
+                    scratch.extend_from_slice(std::slice::from_raw_parts(r.data as *const u8, r.len));
+                }
+            }
+        }
+        let mut c = Call { raw: call, request: scratch, content_type, _not_send: PhantomData };
+        match catch_unwind(AssertUnwindSafe(|| f(&mut c))) {
+            Ok(Ok(())) => sys::HMS_OK,
+            Ok(Err(e)) => set_error(call, &e),
+            Err(p) => set_error(
+                call,
+                &Error::new(Code::Internal, format!("handler of '{name}' panicked: {}", panic_message(&*p))),
+            ),
+        }
+    }));
+    outcome.unwrap_or_else(|_| {
+        set_error(call, &Error::new(Code::Internal, "the Rust handler trampoline panicked"))
+    })
+}
+
+/// The running call, inside a handler. Valid only while the handler runs (not `Send`).
+pub struct Call<'a> {
+    raw: *mut sys::hms_call_t,
+    request: &'a [u8],
+    content_type: u32,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl<'a> Call<'a> {
+    /// The request bytes (a private copy, stable while the handler runs).
+    pub fn request(&self) -> &'a [u8] {
+        self.request
+    }
+    /// The request's content type (`HMS_CT_*`).
+    pub fn content_type(&self) -> u32 {
+        self.content_type
+    }
+    /// Sends the reply (copied into the response ring). At most once per call.
+    pub fn reply(&mut self, data: &[u8], content_type: u32) -> Result<()> {
+        let mut e = err_buf();
+        // SAFETY: running call, data valid for the call.
+        let st = unsafe { sys::hms_call_reply(self.raw, data.as_ptr() as *const c_char, data.len(), content_type, &mut e) };
+        check(st, &e)
+    }
+    /// Sends one item of a server stream; blocks while the caller's ring is full.
+    /// `Err(Cancelled)` when the caller cancelled, went away or its deadline passed: stop producing.
+    pub fn send(&mut self, data: &[u8], content_type: u32) -> Result<()> {
+        let mut e = err_buf();
+        // SAFETY: running call, data valid for the call.
+        let st = unsafe { sys::hms_call_send(self.raw, data.as_ptr() as *const c_char, data.len(), content_type, &mut e) };
+        check(st, &e)
+    }
+    /// Receives the next item of a client stream: `Ok(None)` once the caller finished sending.
+    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Payload>> {
+        let mut item = Payload { raw: empty_payload() };
+        let mut end: c_int = 0;
+        let mut e = err_buf();
+        // SAFETY: running call; item/end/err are locals; the item is a private copy.
+        let st = unsafe { sys::hms_call_recv(self.raw, &mut item.raw, &mut end, timeout_ns(timeout), &mut e) };
+        check(st, &e)?;
+        Ok(if end != 0 { None } else { Some(item) })
+    }
+    /// True when the caller opened this call as a stream.
+    pub fn is_stream(&self) -> bool {
+        // SAFETY: running call.
+        unsafe { sys::hms_call_is_stream(self.raw) != 0 }
+    }
+    /// True once the caller cancelled the call (cheap: poll it in long handlers).
+    pub fn is_cancelled(&self) -> bool {
+        // SAFETY: running call.
+        unsafe { sys::hms_call_is_cancelled(self.raw) != 0 }
+    }
+    /// True for a one-way call (its reply is discarded).
+    pub fn is_oneway(&self) -> bool {
+        // SAFETY: running call.
+        unsafe { sys::hms_call_is_oneway(self.raw) != 0 }
+    }
+    /// Time left until the caller's deadline: `None` without a deadline, `Some(ZERO)` once passed.
+    pub fn time_left(&self) -> Option<Duration> {
+        // SAFETY: running call.
+        let ns = unsafe { sys::hms_call_time_left_ns(self.raw) };
+        if ns == i64::MAX {
+            None
+        } else {
+            Some(Duration::from_nanos(ns.max(0) as u64))
+        }
+    }
+    /// The caller's (pid, uid, gid) as verified by the kernel.
+    pub fn peer(&self) -> (i32, u32, u32) {
+        let (mut pid, mut uid, mut gid) = (0, 0, 0);
+        // SAFETY: running call, locals.
+        unsafe { sys::hms_call_peer(self.raw, &mut pid, &mut uid, &mut gid) };
+        (pid, uid, gid)
+    }
+    /// The call id.
+    pub fn id(&self) -> u64 {
+        // SAFETY: running call.
+        unsafe { sys::hms_call_id(self.raw) }
+    }
+    /// The function's name.
+    pub fn function_name(&self) -> String {
+        // SAFETY: valid during the call, copied.
+        owned_str(unsafe { sys::hms_call_function_name(self.raw) })
+    }
+    /// The service's name.
+    pub fn service_name(&self) -> String {
+        // SAFETY: valid during the call, copied.
+        owned_str(unsafe { sys::hms_call_service_name(self.raw) })
+    }
+}
+
+// ------------------------------------------------------------------ clients
+
+/// Options for [`Node::connect_with`].
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Handshake timeout; `None` = default (5 s).
+    pub handshake_timeout: Option<Duration>,
+    /// Busy-wait budget while waiting for replies; `None` = the node's.
+    pub spin: Option<Duration>,
+    /// Requested per-direction ring size (power of two); 0 = the server's choice.
+    pub ring_bytes: u64,
+}
+
+/// A connection to a service. Close it (drop) before its node (the borrow makes sure).
+pub struct Client<'n> {
+    raw: NonNull<sys::hms_client_t>,
+    _node: PhantomData<&'n Node>,
+}
+
+// SAFETY (Send): a client is not tied to a thread. (Sync): hms_call's Thread-safety line: "any
+// number of threads may call concurrently on one client; replies are matched by call id"; the
+// other &self methods read the immutable function table. hms_client_close ("pending calls on
+// other threads must have returned") only runs in Drop, which needs ownership.
+unsafe impl Send for Client<'_> {}
+unsafe impl Sync for Client<'_> {}
+
+impl<'n> Client<'n> {
+    fn ptr(&self) -> *mut sys::hms_client_t {
+        self.raw.as_ptr()
+    }
+
+    /// The id of function `name` (from the table received at connect).
+    pub fn function_id(&self, name: &str) -> Result<u32> {
+        let n = cstring("function name", name)?;
+        let mut id = 0;
+        let mut e = err_buf();
+        // SAFETY: live client, locals.
+        let st = unsafe { sys::hms_client_function_id(self.ptr(), n.as_ptr(), &mut id, &mut e) };
+        check(st, &e)?;
+        Ok(id)
+    }
+
+    /// The function table: (name, id, flags).
+    pub fn functions(&self) -> Vec<(String, u32, u32)> {
+        // SAFETY: live client; names valid until close, copied at once.
+        let n = unsafe { sys::hms_client_function_count(self.ptr()) };
+        (0..n)
+            .filter_map(|i| {
+                let (mut name, mut id, mut flags) = (ptr::null(), 0, 0);
+                let st = unsafe { sys::hms_client_function_at(self.ptr(), i, &mut name, &mut id, &mut flags) };
+                (st == sys::HMS_OK).then(|| (owned_str(name), id, flags))
+            })
+            .collect()
+    }
+
+    /// The service name as connected.
+    pub fn service_name(&self) -> String {
+        // SAFETY: valid until close, copied.
+        owned_str(unsafe { sys::hms_client_service_name(self.ptr()) })
+    }
+    /// The service version as connected.
+    pub fn service_version(&self) -> String {
+        // SAFETY: valid until close, copied.
+        owned_str(unsafe { sys::hms_client_service_version(self.ptr()) })
+    }
+    /// The server's pid.
+    pub fn server_pid(&self) -> i32 {
+        // SAFETY: live client.
+        unsafe { sys::hms_client_server_pid(self.ptr()) }
+    }
+    /// The largest payload one call can carry on this connection.
+    pub fn max_message(&self) -> usize {
+        // SAFETY: live client.
+        unsafe { sys::hms_client_max_message(self.ptr()) }
+    }
+
+    /// Calls function `fn_id` with `data` and waits up to `timeout` (`None` = forever).
+    /// A remote error carries the peer's code, message and details.
+    pub fn call_id(&self, fn_id: u32, data: &[u8], content_type: u32, timeout: Option<Duration>) -> Result<Payload> {
+        let mut resp = Payload { raw: empty_payload() };
+        let mut e = err_buf();
+        // SAFETY: live client; data valid for the call; resp is always left valid (released in
+        // Payload's Drop in every case).
+        let st = unsafe {
+            sys::hms_call_bytes(
+                self.ptr(),
+                fn_id,
+                data.as_ptr() as *const c_char,
+                data.len(),
+                content_type,
+                &mut resp.raw,
+                timeout_ns(timeout),
+                &mut e,
+            )
+        };
+        if st == sys::HMS_OK {
+            Ok(resp)
+        } else {
+            Err(call_error(st, &e, resp))
+        }
+    }
+
+    /// Calls function `name` (looked up in the table each time; keep [`Client::function_id`] for
+    /// hot loops).
+    pub fn call(&self, name: &str, data: &[u8], content_type: u32, timeout: Option<Duration>) -> Result<Payload> {
+        let id = self.function_id(name)?;
+        self.call_id(id, data, content_type, timeout)
+    }
+
+    /// Opens a server stream on function `name`: the handler's items arrive through
+    /// [`Stream::next_item`] / the iterator. `timeout` bounds the whole stream.
+    pub fn stream(&self, name: &str, data: &[u8], content_type: u32, timeout: Option<Duration>) -> Result<Stream<'_>> {
+        let id = self.function_id(name)?;
+        let mut out = ptr::null_mut();
+        let mut e = err_buf();
+        // SAFETY: live client, data valid for the call, locals.
+        let st = unsafe {
+            sys::hms_stream_open(
+                self.ptr(),
+                id,
+                data.as_ptr() as *const c_char,
+                data.len(),
+                content_type,
+                sys::HMS_STREAM_SERVER,
+                timeout_ns(timeout),
+                &mut out,
+                &mut e,
+            )
+        };
+        check(st, &e)?;
+        let raw = NonNull::new(out).ok_or_else(|| Error::new(Code::Internal, "hms_stream_open returned no stream"))?;
+        Ok(Stream { raw, done: false, _client: PhantomData })
+    }
+}
+
+impl Drop for Client<'_> {
+    fn drop(&mut self) {
+        // SAFETY: we own it; no call is pending (they borrow &self); streams borrow it too.
+        unsafe { sys::hms_client_close(self.ptr()) }
+    }
+}
+
+/// A server stream being consumed; an iterator of `Result<Payload>` that ends after the last
+/// item (or after the error that ended the stream). Dropping it cancels an unfinished stream.
+pub struct Stream<'c> {
+    raw: NonNull<sys::hms_stream_t>,
+    done: bool,
+    _client: PhantomData<&'c ()>,
+}
+
+// SAFETY (Send): hms_stream_t's Thread-safety line: "one thread at a time per stream; other threads
+// may use the client meanwhile". Not Sync: next/cancel take &mut self.
+unsafe impl Send for Stream<'_> {}
+
+impl Stream<'_> {
+    /// Waits up to `timeout` (`None` = until the stream's deadline) for the next item.
+    /// `Ok(None)` once the stream ended normally. A per-call timeout that expires is
+    /// `Err(DeadlineExceeded)` with the stream still usable.
+    pub fn next_item(&mut self, timeout: Option<Duration>) -> Result<Option<Payload>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut item = Payload { raw: empty_payload() };
+        let mut end: c_int = 0;
+        let mut e = err_buf();
+        // SAFETY: live stream used by one thread (&mut self); locals.
+        let st = unsafe { sys::hms_stream_next(self.raw.as_ptr(), &mut item.raw, &mut end, timeout_ns(timeout), &mut e) };
+        if st != sys::HMS_OK {
+            if !(st == sys::HMS_DEADLINE_EXCEEDED && timeout.is_some()) {
+                self.done = true;
+            }
+            return Err(call_error(st, &e, item));
+        }
+        if end != 0 {
+            self.done = true;
+            return Ok(None);
+        }
+        Ok(Some(item))
+    }
+
+    /// Asks the server to stop producing.
+    pub fn cancel(&mut self) {
+        // SAFETY: live stream.
+        unsafe { sys::hms_stream_cancel(self.raw.as_ptr()) }
+    }
+}
+
+impl Iterator for Stream<'_> {
+    type Item = Result<Payload>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_item(None).transpose()
+    }
+}
+
+impl Drop for Stream<'_> {
+    fn drop(&mut self) {
+        // SAFETY: we own it; close cancels an unfinished stream.
+        unsafe { sys::hms_stream_close(self.raw.as_ptr()) }
+    }
+}
+
+// ------------------------------------------------------------------ topics
+
+/// Options for [`Node::publisher_with`]; zeros mean the library's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct PublisherOptions {
+    /// Wait for lagging subscribers instead of overwriting what they have not read.
+    pub block: bool,
+    /// Messages kept (rounded up to a power of two); 0 = default (1024).
+    pub capacity: u32,
+    /// 0 = default (64).
+    pub max_subscribers: u32,
+    /// Payload bytes kept (power of two); 0 = default (1 MiB); max message = ring_bytes / 4.
+    pub ring_bytes: u64,
+}
+
+/// A publisher on one topic. Close it (drop) before its node.
+pub struct Publisher<'n> {
+    raw: NonNull<sys::hms_publisher_t>,
+    _node: PhantomData<&'n Node>,
+}
+
+// SAFETY (Send, Sync): hms_publish's Thread-safety line: "any thread; concurrent publishes on one
+// publisher are serialized"; the getters read counters. hms_publisher_close ("not concurrently with
+// hms_publish()") only runs in Drop, which needs ownership.
+unsafe impl Send for Publisher<'_> {}
+unsafe impl Sync for Publisher<'_> {}
+
+impl Publisher<'_> {
+    /// Publishes one message; returns its sequence number.
+    pub fn publish(&self, data: &[u8], content_type: u32) -> Result<u64> {
+        self.publish_with(data, content_type, sys::HMS_MSG_DEFAULT, None)
+    }
+
+    /// Publishes with `HMS_MSG_*` flags; a blocking publisher waits up to `timeout` for laggards.
+    pub fn publish_with(&self, data: &[u8], content_type: u32, flags: u32, timeout: Option<Duration>) -> Result<u64> {
+        let mut seq = 0;
+        let mut e = err_buf();
+        // SAFETY: live publisher; data valid for the call (copied into the ring).
+        let st = unsafe {
+            sys::hms_publish(
+                self.raw.as_ptr(),
+                data.as_ptr() as *const c_char,
+                data.len(),
+                content_type,
+                flags,
+                timeout_ns(timeout),
+                &mut seq,
+                &mut e,
+            )
+        };
+        check(st, &e)?;
+        Ok(seq)
+    }
+    /// The topic.
+    pub fn topic(&self) -> String {
+        // SAFETY: valid until close, copied.
+        owned_str(unsafe { sys::hms_publisher_topic(self.raw.as_ptr()) })
+    }
+    /// Subscribers connected now.
+    pub fn subscriber_count(&self) -> u32 {
+        // SAFETY: live publisher.
+        unsafe { sys::hms_publisher_subscriber_count(self.raw.as_ptr()) }
+    }
+    /// Messages the ring keeps.
+    pub fn capacity(&self) -> u32 {
+        // SAFETY: live publisher.
+        unsafe { sys::hms_publisher_capacity(self.raw.as_ptr()) }
+    }
+    /// The largest payload accepted.
+    pub fn max_message(&self) -> usize {
+        // SAFETY: live publisher.
+        unsafe { sys::hms_publisher_max_message(self.raw.as_ptr()) }
+    }
+    /// The last sequence number published (0 = none).
+    pub fn last_seq(&self) -> u64 {
+        // SAFETY: live publisher.
+        unsafe { sys::hms_publisher_last_seq(self.raw.as_ptr()) }
+    }
+}
+
+impl Drop for Publisher<'_> {
+    fn drop(&mut self) {
+        // SAFETY: we own it; no publish is running (they borrow &self).
+        unsafe { sys::hms_publisher_close(self.raw.as_ptr()) }
+    }
+}
+
+/// Options for [`Node::subscribe_with`].
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeOptions {
+    /// An exact topic whose publishers all went away keeps waiting instead of UNAVAILABLE.
+    pub keep_waiting: bool,
+    /// Per publisher; `None` = default (1 s).
+    pub handshake_timeout: Option<Duration>,
+}
+
+/// A subscription to a topic or pattern. Close it (drop) before its node.
+pub struct Subscription<'n> {
+    raw: NonNull<sys::hms_subscription_t>,
+    _node: PhantomData<&'n Node>,
+}
+
+// SAFETY (Send, Sync): hms_subscription_recv's Thread-safety line: "one thread at a time per
+// subscription (calls are serialized)" — the core takes the subscription's mutex, so concurrent
+// &self calls wait for each other; hms_subscription_interrupt is "safe from any thread".
+// hms_subscription_close ("not concurrently with hms_subscription_recv()") only runs in Drop.
+unsafe impl Send for Subscription<'_> {}
+unsafe impl Sync for Subscription<'_> {}
+
+impl Subscription<'_> {
+    /// Waits up to `timeout` (`None` = no limit) for the next message; `Ok(None)` when nothing
+    /// arrived in time. `Err(Unavailable)` when an exact topic's publishers all went away;
+    /// `Err(Cancelled)` after [`Subscription::interrupt`].
+    pub fn recv(&self, timeout: Option<Duration>) -> Result<Option<Message>> {
+        // SAFETY: hms_message_t is plain data; all-zero is "empty" (release = NULL).
+        let mut m = Message { raw: unsafe { MaybeUninit::zeroed().assume_init() } };
+        let mut e = err_buf();
+        // SAFETY: live subscription; the core serializes concurrent recv calls.
+        let st = unsafe { sys::hms_subscription_recv(self.raw.as_ptr(), &mut m.raw, timeout_ns(timeout), &mut e) };
+        if st == sys::HMS_DEADLINE_EXCEEDED {
+            return Ok(None);
+        }
+        check(st, &e)?;
+        Ok(Some(m))
+    }
+    /// Makes a blocked (or the next) [`Subscription::recv`] return `Err(Cancelled)`.
+    pub fn interrupt(&self) {
+        // SAFETY: "Safe from any thread and from signal handlers."
+        unsafe { sys::hms_subscription_interrupt(self.raw.as_ptr()) }
+    }
+    /// The pattern.
+    pub fn pattern(&self) -> String {
+        // SAFETY: valid until close, copied.
+        owned_str(unsafe { sys::hms_subscription_pattern(self.raw.as_ptr()) })
+    }
+    /// Publishers connected now.
+    pub fn publisher_count(&self) -> u32 {
+        // SAFETY: live subscription.
+        unsafe { sys::hms_subscription_publisher_count(self.raw.as_ptr()) }
+    }
+    /// Messages missed so far.
+    pub fn missed(&self) -> u64 {
+        // SAFETY: live subscription.
+        unsafe { sys::hms_subscription_missed(self.raw.as_ptr()) }
+    }
+}
+
+impl Drop for Subscription<'_> {
+    fn drop(&mut self) {
+        // SAFETY: we own it; no recv is running (they borrow &self).
+        unsafe { sys::hms_subscription_close(self.raw.as_ptr()) }
+    }
+}
+
+/// A received message (a private copy; released on drop).
+pub struct Message {
+    raw: sys::hms_message_t,
+}
+
+// SAFETY (Send, Sync): hms_message_t's Ownership line: "the payload is a private copy: it stays
+// valid after the subscription closes and may be released by any thread"; it is not written after
+// it is filled.
+unsafe impl Send for Message {}
+unsafe impl Sync for Message {}
+
+impl Message {
+    /// The topic it was published on.
+    pub fn topic(&self) -> String {
+        c_chars_to_string(&self.raw.topic)
+    }
+    /// The payload bytes.
+    pub fn data(&self) -> &[u8] {
+        let p = &self.raw.payload;
+        if p.data.is_null() || p.len == 0 {
+            return &[];
+        }
+        // SAFETY: a private allocation until hms_message_release (Drop).
+        unsafe { std::slice::from_raw_parts(p.data as *const u8, p.len) }
+    }
+    /// The content type.
+    pub fn content_type(&self) -> u32 {
+        self.raw.payload.content_type
+    }
+    /// This publisher's sequence number (from 1).
+    pub fn seq(&self) -> u64 {
+        self.raw.seq
+    }
+    /// Messages of this publisher lost just before this one.
+    pub fn missed(&self) -> u64 {
+        self.raw.missed
+    }
+    /// The publisher's pid (verified by the kernel).
+    pub fn publisher_pid(&self) -> i32 {
+        self.raw.publisher_pid
+    }
+    /// Distinguishes publishers.
+    pub fn publisher_id(&self) -> u64 {
+        self.raw.publisher_id
+    }
+    /// `HMS_MSG_*` flags.
+    pub fn flags(&self) -> u32 {
+        self.raw.flags
+    }
+    /// CLOCK_MONOTONIC at publish, in nanoseconds.
+    pub fn publish_time_ns(&self) -> i64 {
+        self.raw.publish_time_ns
+    }
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        // SAFETY: released once; released messages are no-ops.
+        unsafe { sys::hms_message_release(&mut self.raw) }
+    }
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Message({} seq {} {} bytes)", self.topic(), self.seq(), self.data().len())
+    }
+}
+
+/// True when `version` satisfies `requirement` ("^1.2", ">=1.0", ...); `None` if either does not
+/// parse.
+pub fn version_matches(version: &str, requirement: &str) -> Option<bool> {
+    let v = CString::new(version).ok()?;
+    let r = CString::new(requirement).ok()?;
+    // SAFETY: two valid C strings.
+    match unsafe { sys::hms_version_matches(v.as_ptr(), r.as_ptr()) } {
+        1 => Some(true),
+        0 => Some(false),
+        _ => None,
+    }
+}
+
+/// The default runtime directory of this process.
+pub fn default_runtime_dir() -> Result<PathBuf> {
+    let mut buf = vec![0 as c_char; 4096];
+    let mut e = err_buf();
+    // SAFETY: buf has the capacity we pass.
+    let st = unsafe { sys::hms_default_runtime_dir(buf.as_mut_ptr(), buf.len(), &mut e) };
+    check(st, &e)?;
+    Ok(PathBuf::from(c_chars_to_string(&buf)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_names_agree_with_the_core() {
+        for c in Code::ALL {
+            assert_eq!(status_name(c.as_i32()), c.name());
+        }
+        assert_eq!(status_name(99), "UNRECOGNIZED_STATUS");
+    }
+
+    #[test]
+    fn abi_mismatch_names_both_versions() {
+        assert!(check_abi(1, 1).is_ok());
+        let e = check_abi(7, 1).unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert!(e.message().contains("ABI version 7") && e.message().contains("ABI version 1"), "{e}");
+        assert_eq!(abi_version(), sys::HMS_FFI_ABI_VERSION);
+    }
+
+    #[test]
+    fn version_requirements() {
+        assert_eq!(version_matches("1.2.3", "^1"), Some(true));
+        assert_eq!(version_matches("2.0.0", "^1"), Some(false));
+        assert_eq!(version_matches("x", "^1"), None);
+    }
+}
