@@ -267,7 +267,7 @@ fn header_functions(h: &str) -> BTreeSet<String> {
             continue;
         }
         let before_paren = decl.split('(').next().unwrap();
-        let name = before_paren.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|s| !s.is_empty()).last();
+        let name = before_paren.split(|c: char| !(c.is_alphanumeric() || c == '_')).rfind(|s| !s.is_empty());
         if let Some(n) = name {
             out.insert(n.to_string());
         }

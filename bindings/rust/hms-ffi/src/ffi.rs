@@ -191,7 +191,9 @@ struct HandlerSlot {
 /// Closing (drop) unregisters its services and drops its connections.
 pub struct Node {
     raw: NonNull<sys::hms_node_t>,
-    // Boxed closures given to the C core as user_data; freed after hms_node_close (see Drop).
+    // Closures given to the C core as user_data; freed after hms_node_close (see Drop). Boxed
+    // so that their addresses stay put when the Vec grows.
+    #[allow(clippy::vec_box)]
     handlers: Mutex<Vec<Box<HandlerSlot>>>,
 }
 
