@@ -219,10 +219,11 @@ func (c *Client) CallID(ctx context.Context, fn uint32, req Payload) (Payload, e
 			<-cancelled // the cancel func ran (or runs): let it finish before the waiter is reused
 		}
 		C.hms_go_waiter_put(w)
-		if st != C.HMS_OK && e.origin == C.HMS_ORIGIN_LOCAL && ctx.Err() != nil &&
-			(st == C.HMS_CANCELLED || st == C.HMS_DEADLINE_EXCEEDED) {
-			C.hms_payload_release(&resp)
-			return Payload{}, ctxError(ctx.Err(), "call")
+		if st != C.HMS_OK && e.origin == C.HMS_ORIGIN_LOCAL && (st == C.HMS_CANCELLED || st == C.HMS_DEADLINE_EXCEEDED) {
+			if cerr := ctxDone(ctx); cerr != nil {
+				C.hms_payload_release(&resp)
+				return Payload{}, ctxError(cerr, "call")
+			}
 		}
 	}
 	out := takePayload(&resp)
@@ -232,6 +233,18 @@ func (c *Client) CallID(ctx context.Context, fn uint32, req Payload) (Payload, e
 		return Payload{}, err
 	}
 	return out, nil
+}
+
+// ctxDone is ctx.Err(), or context.DeadlineExceeded once ctx's deadline has passed even if its timer
+// has not fired yet (the C side, timing the same deadline, may notice a moment earlier).
+func ctxDone(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // ctxError is the *Error for a call that a context ended; it wraps the context's error.
@@ -327,13 +340,11 @@ func (s *Stream) Next(ctx context.Context) (Payload, error) {
 			return Payload{}, io.EOF
 		case st == C.HMS_OK:
 			return p, nil
-		case st == C.HMS_DEADLINE_EXCEEDED && ctx.Err() == nil:
-			// Our slice expired (the stream goes on), or the stream's own deadline — the context's —
-			// passed a moment before the context noticed: look at ctx again.
-			continue
-		case st == C.HMS_DEADLINE_EXCEEDED || (st == C.HMS_CANCELLED && ctx.Err() != nil):
+		case (st == C.HMS_DEADLINE_EXCEEDED || st == C.HMS_CANCELLED) && ctxDone(ctx) != nil:
 			s.done = true
-			return Payload{}, ctxError(ctx.Err(), "stream")
+			return Payload{}, ctxError(ctxDone(ctx), "stream")
+		case st == C.HMS_DEADLINE_EXCEEDED && end == 0:
+			continue // our slice expired; the stream goes on
 		}
 		err := errorFrom(st, &e).(*Error)
 		err.Details, err.DetailsType = p.Data, p.Type

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"runtime/cgo"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -75,6 +76,7 @@ type Node struct {
 	children map[unsafe.Pointer]func() // C handle -> closer, for what is still open at Close
 	handles  []cgo.Handle              // handler handles, deleted at Close
 	serving  chan struct{}             // closed when the running Serve returns
+	serveTID atomic.Int64              // OS thread of the running Serve (handlers run on it), 0 when none
 }
 
 // OpenNode opens a node (refusing a libhms_ffi whose ABI version differs from the header's).
@@ -198,6 +200,8 @@ func (n *Node) Serve(ctx context.Context) error {
 	defer stop()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	n.serveTID.Store(currentThreadID())
+	defer n.serveTID.Store(0)
 	var e C.hms_error_t
 	st := C.hms_go_serve(ptr, &e)
 	if ctx.Err() != nil {
@@ -240,8 +244,8 @@ func (n *Node) Stop() {
 		return
 	}
 	C.hms_node_stop(ptr)
-	if dispatcherThread.Load() != 0 && dispatcherThread.Load() == currentThreadID() {
-		return // called by a handler: the loop cannot return before we do
+	if tid := n.serveTID.Load(); tid != 0 && tid == currentThreadID() {
+		return // called by a handler on the dispatcher thread: the loop returns after it
 	}
 	<-done
 }

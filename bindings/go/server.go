@@ -10,7 +10,6 @@ import "C"
 import (
 	"fmt"
 	"runtime/cgo"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -188,19 +187,13 @@ func takePayload(p *C.hms_payload_t) Payload {
 	return out
 }
 
-// dispatcherThread is the OS thread id of a dispatcher running a handler (0 when none), so Stop
-// called from a handler does not wait for itself.
-var dispatcherThread atomic.Int64
-
 func currentThreadID() int64 { return int64(syscall.Gettid()) }
 
 //export hmsGoDispatch
 func hmsGoDispatch(call *C.hms_call_t, req *C.hms_payload_t, handle C.uintptr_t) (status C.hms_status_t) {
 	reg := cgo.Handle(handle).Value().(*registration)
 	c := &Call{ptr: call}
-	prev := dispatcherThread.Swap(currentThreadID())
 	defer func() {
-		dispatcherThread.Store(prev)
 		c.ptr = nil
 		if r := recover(); r != nil {
 			// A panicking handler must not take the server down (and must not unwind through C).

@@ -275,8 +275,10 @@ func (s *Subscription) Recv(ctx context.Context) (*Message, error) {
 			return msg, nil
 		}
 		C.hms_message_release(&m)
-		if ctx.Err() != nil && (st == C.HMS_CANCELLED || st == C.HMS_DEADLINE_EXCEEDED) {
-			return nil, ctxError(ctx.Err(), "receive")
+		if st == C.HMS_CANCELLED || st == C.HMS_DEADLINE_EXCEEDED {
+			if cerr := ctxDone(ctx); cerr != nil {
+				return nil, ctxError(cerr, "receive")
+			}
 		}
 		if st == C.HMS_CANCELLED && s.stale {
 			s.stale = false // an old context's interrupt, not ours
