@@ -348,7 +348,11 @@ fn every_header_function_is_declared() {
     let header = header_functions(&header_text());
     assert!(header.len() > 50, "header scan found only {} functions: the scanner is broken", header.len());
     let missing: Vec<_> = header.difference(&rust).collect();
-    assert!(missing.is_empty(), "functions in hms_ffi.h without a Rust declaration: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "functions in hms_ffi.h without a Rust declaration: {missing:?}; add them to \
+         bindings/rust/hms-ffi-sys/src/lib.rs (the C compiler check then verifies each prototype)"
+    );
     let extra: Vec<_> = rust.difference(&header).collect();
     assert!(extra.is_empty(), "Rust declares functions the header does not have: {extra:?}");
 }
@@ -359,7 +363,11 @@ fn every_header_constant_is_declared() {
     let header = header_constants(&header_text());
     assert!(header.contains("HMS_UNAUTHENTICATED") && header.contains("HMS_FFI_ABI_VERSION"), "header scan is broken");
     let missing: Vec<_> = header.difference(&rust).collect();
-    assert!(missing.is_empty(), "constants in hms_ffi.h without a Rust declaration: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "constants in hms_ffi.h without a Rust declaration: {missing:?}; add them to the c_consts! \
+         block of bindings/rust/hms-ffi-sys/src/lib.rs (the C compiler check then verifies each value)"
+    );
 }
 
 #[test]
