@@ -14,6 +14,8 @@ The hms service has these functions:
     echo(x)     returns x (bytes stay raw; other values come back CBOR-encoded)
     count(x)    one-way sends (any payload) add 1 to a counter; a normal call without payload
                 (x is None) returns the counter: the total number of messages handled so far
+    ingest(x)   like count, but one-way sends arrive at a batch handler (svc.batch_handler): one
+                Python call per run of messages instead of one per message
     noop(x)     does nothing (the receiving side's floor for one-way messages)
     items(n)    server stream: n raw 16-byte items
     ints(n)     server stream: the ints 0..n-1, CBOR-encoded (small ints: 1-5 bytes each)
@@ -60,6 +62,17 @@ def serve_hms(spin: str, service: str) -> None:
     @svc.function()
     def noop(x):
         return None
+
+    ingested = 0
+
+    @svc.function()
+    def ingest(x):  # normal call: the count; one-way calls arrive in runs at ingest_many
+        return ingested
+
+    @svc.batch_handler("ingest")
+    def ingest_many(items):
+        nonlocal ingested
+        ingested += len(items)
 
     item16 = b"i" * 16
 

@@ -170,6 +170,9 @@ HMS_API void hms_node_close(hms_node_t *node) {
   close(node->epfd);
   close(node->stop_fd);
   pthread_mutex_destroy(&node->lock);
+  free(node->batch_data);
+  free(node->batch_items);
+  free(node->batch_offsets);
   free(node);
 }
 
@@ -285,6 +288,29 @@ HMS_API hms_status_t hms_function_add(hms_service_t *service, const char *name, 
   pthread_mutex_unlock(&node->lock);
   if (st == HMS_OK) hms__ok(err);
   return st;
+}
+
+HMS_API hms_status_t hms_function_set_batch_handler(hms_service_t *service, const char *name,
+                                                    hms_batch_handler_fn fn, void *user_data,
+                                                    hms_error_t *err) {
+  if (!service || !name || !fn)
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "service, name and handler must not be NULL");
+  hms_node_t *node = service->node;
+  pthread_mutex_lock(&node->lock);
+  uint32_t n = atomic_load(&service->nfns);
+  for (uint32_t i = 0; i < n; i++) {
+    hms__fn_t *f = service->fns[i];
+    if (!strcmp(f->name, name)) {
+      f->batch_user_data = user_data;
+      atomic_store_explicit(&f->batch_fn, fn, memory_order_release); /* the dispatcher may be reading */
+      pthread_mutex_unlock(&node->lock);
+      hms__ok(err);
+      return HMS_OK;
+    }
+  }
+  pthread_mutex_unlock(&node->lock);
+  return hms__fail(err, HMS_NOT_FOUND, 0, "service %s@%s has no function '%.64s'; add it with hms_function_add first",
+                   service->name, service->version, name);
 }
 
 /* ------------------------------------------------------------------ handshake */
@@ -966,6 +992,94 @@ static void hms__dispatch(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uin
   free(call.err_details);
 }
 
+/* The batch handler for a request frame, or NULL: only plain one-way requests of a function that has one. */
+static hms_batch_handler_fn hms__batch_fn_for(const hms__conn_t *c, const hms__frame_hdr_t *h, void **ud) {
+  if (h->kind != HMS__FRAME_REQUEST ||
+      (h->flags & (HMS__FRAME_F_ONEWAY | HMS__FRAME_F_STREAM | HMS__FRAME_F_CSTREAM)) != HMS__FRAME_F_ONEWAY)
+    return NULL;
+  uint32_t nf = atomic_load_explicit(&c->svc->nfns, memory_order_acquire);
+  if (h->fn_id == 0 || h->fn_id > nf) return NULL;
+  hms__fn_t *f = c->svc->fns[h->fn_id - 1];
+  hms_batch_handler_fn fn = atomic_load_explicit(&f->batch_fn, memory_order_acquire);
+  if (fn) *ud = f->batch_user_data;
+  return fn;
+}
+
+/* Hands a run of one-way requests (the peeked frame `first` and the matching frames right behind it)
+ * to the function's batch handler. Payloads are copied out of the ring first (a hostile client may
+ * rewrite the ring while the handler runs), and each frame is consumed as it is copied. Returns the
+ * number of frames consumed (>= 1), or -1 when out of memory (nothing consumed). */
+static int hms__dispatch_oneway_batch(hms__conn_t *c, const hms__frame_hdr_t *first, const uint8_t *payload,
+                                      hms_batch_handler_fn fn, void *ud, int max_frames) {
+  hms_node_t *node = c->svc->node;
+  if (!node->batch_items) {
+    node->batch_items = malloc(sizeof(hms_payload_t) * HMS_BATCH_MAX_ITEMS);
+    node->batch_offsets = malloc(sizeof(uint32_t) * (HMS_BATCH_MAX_ITEMS + 1));
+    if (!node->batch_items || !node->batch_offsets) {
+      free(node->batch_items);
+      free(node->batch_offsets);
+      node->batch_items = NULL;
+      node->batch_offsets = NULL;
+      return -1;
+    }
+  }
+  if (max_frames > HMS_BATCH_MAX_ITEMS) max_frames = HMS_BATCH_MAX_ITEMS;
+  hms__frame_hdr_t h = *first;
+  const uint8_t *p = payload;
+  size_t used = 0, n = 0;
+  int consumed = 0;
+  bool uniform = true;
+  int64_t now = hms__now_ns();
+  char why[200];
+  for (;;) {
+    if (used + h.payload_len > node->batch_cap) {
+      if (used + h.payload_len > HMS_BATCH_MAX_BYTES && consumed > 0) break; /* next run takes it */
+      size_t cap = node->batch_cap ? node->batch_cap : 65536;
+      while (cap < used + h.payload_len) cap *= 2;
+      uint8_t *grown = realloc(node->batch_data, cap);
+      if (!grown) {
+        if (consumed > 0) break;
+        return -1;
+      }
+      node->batch_data = grown;
+      node->batch_cap = cap;
+    }
+    if (h.deadline_ns == 0 || now < h.deadline_ns) { /* expired one-way calls are dropped */
+      memcpy(node->batch_data + used, p, h.payload_len);
+      node->batch_offsets[n] = (uint32_t)used;
+      node->batch_items[n].len = h.payload_len;
+      node->batch_items[n].content_type = h.content_type;
+      if (h.content_type != first->content_type) uniform = false;
+      used += h.payload_len;
+      n++;
+    }
+    hms__ring_consume(&c->req, &h);
+    if (++consumed >= max_frames) break;
+    /* The next frame joins the run only if it is another plain one-way call of the same function. */
+    if (hms__ring_peek(&c->req, &h, &p, why, sizeof why) != HMS__RING_OK) break; /* the drain loop reports corruption */
+    if (h.kind != HMS__FRAME_REQUEST || h.fn_id != first->fn_id ||
+        (h.flags & (HMS__FRAME_F_ONEWAY | HMS__FRAME_F_STREAM | HMS__FRAME_F_CSTREAM)) != HMS__FRAME_F_ONEWAY)
+      break;
+  }
+  if (n == 0) return consumed;
+  node->batch_offsets[n] = (uint32_t)used;
+  for (size_t i = 0; i < n; i++) {
+    node->batch_items[i].data = node->batch_data + node->batch_offsets[i];
+    node->batch_items[i].release = NULL;
+  }
+  hms__req_consumed(c); /* the run is copied out: let a waiting sender refill while the handler runs */
+  hms_batch_t b = {.count = n,
+                   .items = node->batch_items,
+                   .data = node->batch_data,
+                   .offsets = node->batch_offsets,
+                   .content_type = uniform ? first->content_type : UINT32_MAX,
+                   .peer_pid = c->pid,
+                   .peer_uid = c->uid,
+                   .peer_gid = c->gid};
+  fn(&b, ud);
+  return consumed;
+}
+
 /* After consuming request frames: wake a client that waits for space in its request ring. */
 static void hms__req_consumed(hms__conn_t *c) {
   atomic_thread_fence(memory_order_seq_cst);
@@ -1077,6 +1191,14 @@ static int hms__drain(hms__conn_t *c) {
       hms__dispatch(c, &hdr, copy, true);
       free(copy);
     } else {
+      void *bud = NULL;
+      hms_batch_handler_fn bfn = from_ring ? hms__batch_fn_for(c, &hdr, &bud) : NULL;
+      int k = bfn ? hms__dispatch_oneway_batch(c, &hdr, payload, bfn, bud, HMS_BATCH_MAX_ITEMS) : -1;
+      if (k > 0) {
+        consumed_any = true;
+        done += k;
+        continue;
+      }
       hms__dispatch(c, &hdr, payload, !from_ring);
       HMS__RELEASE_FRAME();
     }

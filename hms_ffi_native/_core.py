@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-from ._codec import CODECS, CT_NONE, CT_RAW, decode, encode
+from ._codec import CODECS, CT_CBOR, CT_NONE, CT_RAW, decode, encode
 from ._errors import (FailedPrecondition, FFIError, InvalidArgument, NotFound, ResourceExhausted, error_for)
 from ._native import ffi, lib
 
@@ -204,6 +204,7 @@ def _set_error(call, exc: FFIError) -> int:
 def _hms_py_handler(call, req, user_data):
     entry: _Function = ffi.from_handle(user_data)
     try:
+        req_ct = req.content_type
         if entry.client_stream:
             arg = _Incoming(call)
         elif entry.is_async:
@@ -216,10 +217,13 @@ def _hms_py_handler(call, req, user_data):
         result = entry.fn(arg, CallContext(call)) if entry.wants_ctx else entry.fn(arg)
         if entry.stream:
             return _serve_stream(call, entry, result)
-        if type(result) is bytes and entry.codec is None:
+        codec = entry.codec
+        if codec is None and req_ct == CT_CBOR:
+            codec = "cbor"  # answer a CBOR caller (any language) in CBOR, bytes and None included
+        if type(result) is bytes and codec is None:
             out, out_ct = result, CT_RAW
         else:
-            out, out_ct = encode(result, entry.codec)
+            out, out_ct = encode(result, codec)
         err = entry.service.node._handler_err  # one serving thread per node: safe to reuse
         st = lib.hms_call_reply(call, out, len(out), out_ct, err)
         if st:
@@ -237,6 +241,48 @@ def _hms_py_handler(call, req, user_data):
             sys.stderr.write(f"hms_ffi_native: handler {entry.service.name}.{entry.name} raised:\n")
             traceback.print_exc()
         return _set_error(call, error_for(2, f"{type(e).__name__}: {e}"))
+
+
+class _BatchHandler:
+    __slots__ = ("service", "name", "fn", "handle")
+
+    def __init__(self, service: "Service", name: str, fn: Callable) -> None:
+        self.service, self.name, self.fn = service, name, fn
+        self.handle = ffi.new_handle(self)
+
+
+_MIXED_CT = 0xFFFFFFFF
+
+
+@ffi.def_extern()
+def _hms_py_batch_handler(batch, user_data):
+    entry: _BatchHandler = ffi.from_handle(user_data)
+    node = entry.service.node
+    try:
+        n = batch.count
+        offs = ffi.unpack(batch.offsets, n + 1)
+        raw = ffi.buffer(batch.data, offs[n])[:]  # one copy of the whole run, then slices
+        ct = batch.content_type
+        if ct == CT_RAW:
+            items = [raw[a:b] for a, b in zip(offs, offs[1:])]
+        else:
+            items = []
+            for i in range(n):
+                ict = ct if ct != _MIXED_CT else batch.items[i].content_type
+                data = raw[offs[i]:offs[i + 1]]
+                try:
+                    items.append(data if ict == CT_RAW else decode(ict, data))
+                except FFIError as e:  # one bad item must not cost the others (one-way: nobody to tell)
+                    if node.log_handler_errors:
+                        sys.stderr.write(f"hms_ffi_native: {entry.service.name}.{entry.name}: dropped a one-way "
+                                         f"item that does not decode: {e}\n")
+        entry.fn(items)
+    except (KeyboardInterrupt, SystemExit) as e:
+        node._interrupt(e)
+    except BaseException:  # one-way calls have no caller to tell: log, keep serving
+        if node.log_handler_errors:
+            sys.stderr.write(f"hms_ffi_native: batch handler {entry.service.name}.{entry.name} raised:\n")
+            traceback.print_exc()
 
 
 class _Incoming:
@@ -297,11 +343,13 @@ class Service:
         self.version = version
         self._ptr = ptr
         self._functions: Dict[str, _Function] = {}
+        self._batch_handlers: Dict[str, "_BatchHandler"] = {}
 
     def add_function(self, name: str, fn: Callable, *, codec: Optional[str] = None,
                      idempotent: bool = False, client_stream: bool = False) -> None:
         """Registers ``fn(payload[, ctx])`` under ``name``. ``codec`` fixes the reply encoding
-        ('raw', 'cbor', 'json'); by default bytes go raw and other values as CBOR."""
+        ('raw', 'cbor', 'json'); by default a reply to a CBOR request is CBOR, otherwise bytes go raw and
+        other values as CBOR."""
         self.node._check_open()
         if not callable(fn):
             raise InvalidArgument(f"handler for {name!r} must be callable, got {type(fn).__name__}")
@@ -333,6 +381,41 @@ class Service:
         def deco(fn: Callable) -> Callable:
             self.add_function(name or fn.__name__, fn, codec=codec, idempotent=idempotent,
                               client_stream=client_stream)
+            return fn
+
+        return deco
+
+    def add_batch_handler(self, name: str, fn: Callable[[list], Any]) -> None:
+        """Routes one-way calls (``client.send``/``send_many``) of function ``name`` to ``fn(items)``
+        many at a time: ``items`` is a list of the decoded payloads of consecutive one-way calls, in
+        arrival order (up to 4096 per call). One call into Python per run instead of per message is what
+        makes high one-way rates possible. Normal calls of ``name`` still go to its own handler; its
+        return value is ignored and exceptions are logged (one-way calls have nobody to tell)."""
+        self.node._check_open()
+        if not callable(fn):
+            raise InvalidArgument(f"batch handler for {name!r} must be callable, got {type(fn).__name__}")
+        if name not in self._functions:
+            raise NotFound(f"{self.name}@{self.version} has no function {name!r}; add it first "
+                           f"(the batch handler serves its one-way calls, the function its normal calls)")
+        entry = _BatchHandler(self, name, fn)
+        err = ffi.new("hms_error_t *")
+        st = lib.hms_function_set_batch_handler(self._ptr, name.encode(), lib._hms_py_batch_handler, entry.handle,
+                                                err)
+        if st:
+            _raise(st, err)
+        self._batch_handlers[name] = entry  # keeps the handle alive as long as the C side may use it
+
+    def batch_handler(self, name: str) -> Callable[[Callable], Callable]:
+        """Decorator form of :meth:`add_batch_handler`::
+
+            @svc.function()
+            def ingest(item): ...          # normal calls, and one-way calls if no batch handler
+
+            @svc.batch_handler("ingest")
+            def ingest_many(items): ...    # runs of one-way calls
+        """
+        def deco(fn: Callable) -> Callable:
+            self.add_batch_handler(name, fn)
             return fn
 
         return deco

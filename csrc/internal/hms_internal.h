@@ -232,6 +232,8 @@ typedef struct {
   uint32_t flags;
   hms_handler_fn fn;
   void *user_data;
+  _Atomic(hms_batch_handler_fn) batch_fn; /* set with hms_function_set_batch_handler */
+  void *batch_user_data;                  /* written before batch_fn is published */
 } hms__fn_t;
 
 struct hms_service_s {
@@ -286,6 +288,11 @@ struct hms_node_s {
   size_t nconns, conns_cap;
   pthread_t thread;
   bool thread_running;
+  /* one-way batch runs (serving thread only) */
+  uint8_t *batch_data;
+  size_t batch_cap;
+  hms_payload_t *batch_items;   /* HMS_BATCH_MAX_ITEMS */
+  uint32_t *batch_offsets;      /* HMS_BATCH_MAX_ITEMS + 1 */
 };
 
 /* ---------------------------------------------------------------- misc */

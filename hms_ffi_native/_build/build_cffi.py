@@ -39,6 +39,7 @@ _SKIP_DEFINES = {"HMS_FFI_H", "HMS_API"}
 # Callbacks implemented in Python with @ffi.def_extern() (see the Python API modules).
 PYTHON_CALLBACKS = """
 extern "Python" hms_status_t _hms_py_handler(hms_call_t *call, const hms_payload_t *req, void *user_data);
+extern "Python" void _hms_py_batch_handler(const hms_batch_t *batch, void *user_data);
 """
 
 

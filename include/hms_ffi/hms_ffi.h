@@ -229,6 +229,37 @@ HMS_API hms_status_t hms_service_add(hms_node_t *node, const char *name, const c
 HMS_API hms_status_t hms_function_add(hms_service_t *service, const char *name, uint32_t flags,
                                       hms_handler_fn fn, void *user_data, hms_error_t *err);
 
+/// A run of one-way calls to one function, handed to a batch handler in arrival order.
+/// The payloads are private copies laid back to back in `data` (item i is data[offsets[i],
+/// offsets[i+1])); `items[i]` describes the same bytes. Valid only during the handler.
+typedef struct hms_batch_s {
+  size_t count;                 ///< number of calls (>= 1)
+  const hms_payload_t *items;   ///< count payloads (data points into `data`; release is NULL)
+  const uint8_t *data;          ///< all payload bytes, back to back
+  const uint32_t *offsets;      ///< count + 1 offsets into `data`; offsets[count] is the total
+  uint32_t content_type;        ///< the items' content type when all share one, else UINT32_MAX
+  int32_t peer_pid;             ///< the caller (kernel-verified at connect)
+  uint32_t peer_uid;
+  uint32_t peer_gid;
+} hms_batch_t;
+
+/// A batch handler: consumes one-way calls many at a time (no replies exist for one-way calls).
+/// Runs on the serving thread. Errors it meets go nowhere, as for any one-way call.
+typedef void (*hms_batch_handler_fn)(const hms_batch_t *batch, void *user_data);
+
+/// Makes the dispatcher hand runs of consecutive one-way calls to `name` (up to HMS_BATCH_MAX_ITEMS
+/// calls or HMS_BATCH_MAX_BYTES payload bytes per run, never across connections) to `fn` instead of
+/// calling the function's handler once per call: one call into the handler's language per run instead
+/// of per message. Normal calls and streams of the function still go to its handler, in order with the
+/// one-way runs. Expired one-way calls are dropped, as their handler would not run either.
+/// Thread-safety: like hms_function_add(); may be set while serving (runs after the next drain).
+/// Returns: HMS_NOT_FOUND when the service has no such function; HMS_INVALID_ARGUMENT for NULLs.
+HMS_API hms_status_t hms_function_set_batch_handler(hms_service_t *service, const char *name,
+                                                    hms_batch_handler_fn fn, void *user_data,
+                                                    hms_error_t *err);
+#define HMS_BATCH_MAX_ITEMS 4096
+#define HMS_BATCH_MAX_BYTES (4u << 20)
+
 /* ----------------------------------------------------------------------------------------------
  * Inside a handler
  * -------------------------------------------------------------------------------------------- */

@@ -94,6 +94,39 @@ static hms_status_t h_count(hms_call_t *call, const hms_payload_t *req, void *ud
   int n = snprintf(buf, sizeof buf, "%ld", oneway_count);
   return hms_call_reply(call, buf, (size_t)n, HMS_CT_RAW, NULL);
 }
+/* "tally": one-way calls arrive in runs at the batch handler, which checks they come in order (each
+ * payload is the 8-byte sequence number, starting at 0) and whole; a normal call reports
+ * "items runs errors". */
+static uint64_t tally_items = 0, tally_runs = 0, tally_errors = 0;
+static void b_tally(const hms_batch_t *b, void *ud) {
+  (void)ud;
+  tally_runs++;
+  if (b->count == 0 || b->count > HMS_BATCH_MAX_ITEMS || b->offsets[0] != 0) tally_errors++;
+  for (size_t i = 0; i < b->count; i++) {
+    uint64_t v;
+    if (b->items[i].len != 8 || b->offsets[i + 1] - b->offsets[i] != 8 ||
+        b->items[i].data != b->data + b->offsets[i] || b->items[i].content_type != HMS_CT_RAW) {
+      tally_errors++;
+      continue;
+    }
+    memcpy(&v, b->items[i].data, 8);
+    if (v != tally_items) tally_errors++;
+    tally_items++;
+  }
+  if (b->content_type != HMS_CT_RAW || b->peer_pid <= 0) tally_errors++;
+}
+static hms_status_t h_tally(hms_call_t *call, const hms_payload_t *req, void *ud) {
+  (void)req;
+  (void)ud;
+  if (hms_call_is_oneway(call)) {
+    tally_errors++; /* one-way calls must go to the batch handler */
+    return HMS_OK;
+  }
+  char buf[96];
+  int n = snprintf(buf, sizeof buf, "%llu %llu %llu", (unsigned long long)tally_items,
+                   (unsigned long long)tally_runs, (unsigned long long)tally_errors);
+  return hms_call_reply(call, buf, (size_t)n, HMS_CT_RAW, NULL);
+}
 /* Waits up to 3 s for the caller to cancel; replies whether it saw the cancellation. */
 static long cancels_seen = 0;
 static hms_status_t h_wait_cancel(hms_call_t *call, const hms_payload_t *req, void *ud) {
@@ -197,6 +230,15 @@ static int run_server(const char *service, int64_t spin_ns, int notify_fd) {
   hms_function_add(svc, "numbers", HMS_FN_STREAM, h_numbers, NULL, NULL);
   hms_function_add(svc, "sum", HMS_FN_CLIENT_STREAM, h_sum, NULL, NULL);
   hms_function_add(svc, "plus_one", HMS_FN_STREAM | HMS_FN_CLIENT_STREAM, h_plus_one, NULL, NULL);
+  hms_function_add(svc, "tally", 0, h_tally, NULL, NULL);
+  if (hms_function_set_batch_handler(svc, "tally", b_tally, NULL, &e) != HMS_OK) {
+    fprintf(stderr, "set_batch_handler: %s\n", e.message);
+    return 2;
+  }
+  if (hms_function_set_batch_handler(svc, "no_such_fn", b_tally, NULL, &e) != HMS_NOT_FOUND) {
+    fprintf(stderr, "set_batch_handler accepted an unknown function\n");
+    return 2;
+  }
   if (notify_fd >= 0) {
     char c = 'r';
     if (write(notify_fd, &c, 1) != 1) return 2;
@@ -306,7 +348,7 @@ static void test_calls(hms_node_t *node) {
   hms_client_t *cl = connect_or_die(node, "ctest.main");
   hms_error_t e;
   hms_payload_t resp;
-  CHECK(hms_client_function_count(cl) == 12, "count %u", hms_client_function_count(cl));
+  CHECK(hms_client_function_count(cl) == 13, "count %u", hms_client_function_count(cl));
   const char *name;
   uint32_t id, flags;
   CHECK(hms_client_function_at(cl, 0, &name, &id, &flags) == HMS_OK && !strcmp(name, "echo") && id == 1 &&
@@ -544,6 +586,33 @@ static void test_async(hms_node_t *node) {
         (int)resp.len, (const char *)resp.data, want);
   hms_payload_release(&resp);
   CHECK(hms_client_poll(cl, comp, 64, &n, 0, &e) == HMS_OK && n == 0, "no completions from one-way");
+  /* one-way calls to a function with a batch handler: in order, whole, in runs */
+  uint32_t tal = fid(cl, "tally");
+  const int T = 30000;
+  uint64_t seq = 0;
+  for (int i = 0; i < 1000; i++, seq++)
+    hms_call_submit(cl, tal, (const char *)&seq, 8, HMS_CT_RAW, HMS_CALL_ONEWAY, -1, NULL, NULL, NULL, NULL);
+  uint64_t *seqs = malloc(sizeof(uint64_t) * (size_t)(T - 1000));
+  hms_batch_item_t *titems = calloc((size_t)(T - 1000), sizeof *titems);
+  for (int i = 0; i < T - 1000; i++) {
+    seqs[i] = seq++;
+    titems[i].fn_id = tal;
+    titems[i].content_type = HMS_CT_RAW;
+    titems[i].data = (const char *)&seqs[i];
+    titems[i].len = 8;
+  }
+  CHECK(hms_call_batch(cl, titems, (size_t)(T - 1000), HMS_CALL_ONEWAY, NULL, -1, &e) == HMS_OK, "tally batch: %s",
+        e.message);
+  CHECK(hms_call(cl, tal, NULL, &resp, 5000000000LL, &e) == HMS_OK, "tally: %s", e.message);
+  unsigned long long tgot = 0, runs = 0, errs = 1;
+  char tbuf[96] = "";
+  memcpy(tbuf, resp.data, resp.len < sizeof tbuf - 1 ? resp.len : sizeof tbuf - 1);
+  sscanf(tbuf, "%llu %llu %llu", &tgot, &runs, &errs);
+  CHECK(tgot == (unsigned long long)T && errs == 0, "tally: %s (want %d items, 0 errors)", tbuf, T);
+  CHECK(runs >= 1 && runs < (unsigned long long)T / 8, "tally ran in %llu runs for %d items", runs, T);
+  hms_payload_release(&resp);
+  free(seqs);
+  free(titems);
   hms_client_close(cl);
 }
 
@@ -680,7 +749,7 @@ static void test_list(void) {
   for (size_t i = 0; i < list.count; i++)
     if (!strcmp(list.items[i].name, "ctest.main")) {
       found = 1;
-      CHECK(list.items[i].function_count == 12, "fns %u", list.items[i].function_count);
+      CHECK(list.items[i].function_count == 13, "fns %u", list.items[i].function_count);
       CHECK(strcmp(list.items[i].function_names[0], "echo") == 0, "fn0");
       CHECK(strcmp(list.items[i].version, "1.0.0") == 0, "version");
       CHECK(list.items[i].pid > 0, "pid");
