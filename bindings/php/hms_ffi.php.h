@@ -83,6 +83,18 @@ enum {
 typedef hms_status_t(*hms_handler_fn)(hms_call_t *call, const hms_payload_t *req, void *user_data);
 hms_status_t hms_service_add(hms_node_t *node, const char *name, const char *version, hms_service_t **out, hms_error_t *err);
 hms_status_t hms_function_add(hms_service_t *service, const char *name, uint32_t flags, hms_handler_fn fn, void *user_data, hms_error_t *err);
+typedef struct hms_batch_s {
+  size_t count;
+  const hms_payload_t *items;
+  const uint8_t *data;
+  const uint32_t *offsets;
+  uint32_t content_type;
+  int32_t peer_pid;
+  uint32_t peer_uid;
+  uint32_t peer_gid;
+} hms_batch_t;
+typedef void(*hms_batch_handler_fn)(const hms_batch_t *batch, void *user_data);
+hms_status_t hms_function_set_batch_handler(hms_service_t *service, const char *name, hms_batch_handler_fn fn, void *user_data, hms_error_t *err);
 hms_status_t hms_call_reply(hms_call_t *call, const char *data, size_t len, uint32_t content_type, hms_error_t *err);
 hms_status_t hms_call_send(hms_call_t *call, const char *data, size_t len, uint32_t content_type, hms_error_t *err);
 int hms_call_is_stream(const hms_call_t *call);
@@ -273,6 +285,7 @@ enum {
   HMS_RING_DEFAULT_BYTES = 1048576,
   HMS_FRAME_HEADER_BYTES = 64,
   HMS_NODE_OPTIONS_VERSION = 1,
+  HMS_BATCH_MAX_ITEMS = 4096,
   HMS_CONNECT_OPTIONS_VERSION = 1,
   HMS_TOPIC_DEFAULT_CAPACITY = 1024,
   HMS_TOPIC_MAX_CAPACITY = 1048576,
