@@ -78,9 +78,9 @@ fn rust_client_python_service() {
 
     // deadline as a Duration
     let t0 = Instant::now();
-    let e = c.call("sleep", &cb(0.5f64.into()), CT_CBOR, Some(Duration::from_millis(50))).unwrap_err();
+    let e = c.call("sleep", &cb(1.5f64.into()), CT_CBOR, Some(Duration::from_millis(50))).unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded);
-    assert!(t0.elapsed() < Duration::from_millis(450), "{:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_millis(1200), "the deadline did not cut the wait: {:?}", t0.elapsed());
 
     // the service dies: calls fail with UNAVAILABLE, not a hang
     py.kill();

@@ -99,9 +99,9 @@ fn calls_errors_panics_and_deadlines() {
 
     // deadlines are Durations
     let t0 = Instant::now();
-    let e = c.call("sleep_ms", &300u64.to_le_bytes(), CT_RAW, Some(Duration::from_millis(50))).unwrap_err();
+    let e = c.call("sleep_ms", &1000u64.to_le_bytes(), CT_RAW, Some(Duration::from_millis(50))).unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded);
-    assert!(t0.elapsed() < Duration::from_millis(280), "{:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_millis(800), "the deadline did not cut the wait: {:?}", t0.elapsed());
     assert_eq!(c.call("sleep_ms", &0u64.to_le_bytes(), CT_RAW, T).unwrap().data(), b"slept");
 
     let who = c.call("whoami", b"", CT_RAW, T).unwrap();
