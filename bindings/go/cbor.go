@@ -221,6 +221,8 @@ func appendValue(buf []byte, v any, depth int) ([]byte, error) {
 		}
 		buf = append(buf, 0xfb)
 		return binary.BigEndian.AppendUint64(buf, math.Float64bits(x)), nil
+	case float32:
+		return appendValue(buf, float64(x), depth) // float64 always, as the other bindings
 	case bool:
 		if x {
 			return append(buf, 0xf5), nil

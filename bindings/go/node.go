@@ -9,7 +9,6 @@ import "C"
 
 import (
 	"context"
-	"errors"
 	"runtime"
 	"runtime/cgo"
 	"sync"
@@ -109,8 +108,6 @@ func OpenNode(opts *NodeOptions) (*Node, error) {
 	return &n, nil
 }
 
-var errClosed = &Error{Code: FailedPrecondition, Message: "the handle is closed"}
-
 func closedErr(what string) error {
 	return &Error{Code: FailedPrecondition, Message: what + " is closed: open a new one"}
 }
@@ -177,19 +174,38 @@ func (n *Node) Close() error {
 // Serve runs the dispatch loop on the calling goroutine, locked to its OS thread, until ctx ends or
 // Stop is called; handlers run on that thread. It returns nil after Stop, ctx.Err() when ctx ended.
 func (n *Node) Serve(ctx context.Context) error {
+	ptr, done, err := n.beginServe()
+	if err != nil {
+		return err
+	}
+	return n.runServe(ctx, ptr, done)
+}
+
+// Start serves in a background goroutine (see Serve) until Stop or Close.
+func (n *Node) Start() error {
+	ptr, done, err := n.beginServe()
+	if err != nil {
+		return err
+	}
+	go n.runServe(context.Background(), ptr, done) // returns when Stop or Close ends the loop
+	return nil
+}
+
+// beginServe marks the node as served (so Stop right after Start already waits for the loop).
+func (n *Node) beginServe() (*C.hms_node_t, chan struct{}, error) {
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	if n.ptr == nil {
-		n.mu.Unlock()
-		return closedErr("node")
+		return nil, nil, closedErr("node")
 	}
 	if n.serving != nil {
-		n.mu.Unlock()
-		return &Error{Code: FailedPrecondition, Message: "the node is already being served (one dispatcher per node)"}
+		return nil, nil, &Error{Code: FailedPrecondition, Message: "the node is already being served (one dispatcher per node)"}
 	}
-	done := make(chan struct{})
-	n.serving = done
-	ptr := n.ptr
-	n.mu.Unlock()
+	n.serving = make(chan struct{})
+	return n.ptr, n.serving, nil
+}
+
+func (n *Node) runServe(ctx context.Context, ptr *C.hms_node_t, done chan struct{}) error {
 	defer func() {
 		n.mu.Lock()
 		n.serving = nil
@@ -208,30 +224,6 @@ func (n *Node) Serve(ctx context.Context) error {
 		return ctx.Err()
 	}
 	return errorFrom(st, &e)
-}
-
-// Start serves in a background goroutine (see Serve) until Stop or Close.
-func (n *Node) Start() error {
-	started := make(chan error, 1)
-	go func() {
-		n.mu.Lock()
-		busy := n.serving != nil
-		closed := n.ptr == nil
-		n.mu.Unlock()
-		if closed {
-			started <- closedErr("node")
-			return
-		}
-		if busy {
-			started <- &Error{Code: FailedPrecondition, Message: "the node is already being served (one dispatcher per node)"}
-			return
-		}
-		started <- nil
-		if err := n.Serve(context.Background()); err != nil && !errors.Is(err, context.Canceled) {
-			_ = err // Serve only fails for a closed or already served node, both excluded above
-		}
-	}()
-	return <-started
 }
 
 // Stop asks the dispatch loop to return and waits until it has. Safe from any goroutine; from a

@@ -103,15 +103,35 @@ func (c *Call) live() error {
 	return nil
 }
 
-// ID is the call id.
-func (c *Call) ID() uint64 { return uint64(C.hms_call_id(c.ptr)) }
+// ID is the call id (0 once the handler returned, as for every accessor below).
+func (c *Call) ID() uint64 {
+	if c.ptr == nil {
+		return 0
+	}
+	return uint64(C.hms_call_id(c.ptr))
+}
 
-// Function and Service name what was called.
-func (c *Call) Function() string { return C.GoString(C.hms_call_function_name(c.ptr)) }
-func (c *Call) Service() string  { return C.GoString(C.hms_call_service_name(c.ptr)) }
+// Function is the name of the function called.
+func (c *Call) Function() string {
+	if c.ptr == nil {
+		return ""
+	}
+	return C.GoString(C.hms_call_function_name(c.ptr))
+}
+
+// Service is the name of the service called.
+func (c *Call) Service() string {
+	if c.ptr == nil {
+		return ""
+	}
+	return C.GoString(C.hms_call_service_name(c.ptr))
+}
 
 // Peer is the caller's identity as verified by the kernel (SO_PEERCRED).
 func (c *Call) Peer() (pid int32, uid, gid uint32) {
+	if c.ptr == nil {
+		return 0, 0, 0
+	}
 	var p C.int32_t
 	var u, g C.uint32_t
 	C.hms_call_peer(c.ptr, &p, &u, &g)
@@ -120,6 +140,9 @@ func (c *Call) Peer() (pid int32, uid, gid uint32) {
 
 // TimeLeft is the time until the caller's deadline; ok is false when the call has none.
 func (c *Call) TimeLeft() (left time.Duration, ok bool) {
+	if c.ptr == nil {
+		return 0, true
+	}
 	ns := int64(C.hms_call_time_left_ns(c.ptr))
 	if ns == int64(^uint64(0)>>1) {
 		return 0, false
@@ -128,13 +151,13 @@ func (c *Call) TimeLeft() (left time.Duration, ok bool) {
 }
 
 // Cancelled reports whether the caller cancelled the call or gave up on it; cheap enough to poll.
-func (c *Call) Cancelled() bool { return C.hms_call_is_cancelled(c.ptr) != 0 }
+func (c *Call) Cancelled() bool { return c.ptr == nil || C.hms_call_is_cancelled(c.ptr) != 0 }
 
 // OneWay reports a fire-and-forget call (its reply is discarded).
-func (c *Call) OneWay() bool { return C.hms_call_is_oneway(c.ptr) != 0 }
+func (c *Call) OneWay() bool { return c.ptr != nil && C.hms_call_is_oneway(c.ptr) != 0 }
 
 // IsStream reports whether the caller opened the call as a stream.
-func (c *Call) IsStream() bool { return C.hms_call_is_stream(c.ptr) != 0 }
+func (c *Call) IsStream() bool { return c.ptr != nil && C.hms_call_is_stream(c.ptr) != 0 }
 
 // Send sends one item of a server stream. It blocks while the caller's ring is full. An error
 // wrapping ErrCancelled means the caller cancelled, went away or passed its deadline: stop producing.
