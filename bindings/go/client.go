@@ -268,9 +268,25 @@ type Stream struct {
 // Client.Close never waits long for a reader.
 const streamSlice = 20 * time.Millisecond
 
+// StreamDirection says who streams (HMS_STREAM_*).
+type StreamDirection uint32
+
+const (
+	StreamServer StreamDirection = C.HMS_STREAM_SERVER // the handler sends items; read them with Next
+	StreamClient StreamDirection = C.HMS_STREAM_CLIENT // we send items (Send, then CloseSend); Next returns the reply
+	StreamBidi                   = StreamServer | StreamClient
+)
+
 // Stream opens a server stream on fn with the opening request req. ctx's deadline bounds the whole
 // stream; cancelling ctx ends it (Next returns an error wrapping ErrCancelled).
 func (c *Client) Stream(ctx context.Context, fn string, req Payload) (*Stream, error) {
+	return c.OpenStream(ctx, fn, req, StreamServer)
+}
+
+// OpenStream opens a server, client or bidirectional stream on fn (req is the opening request, may
+// be empty). With StreamClient, send items with Send, end them with CloseSend, and read the single
+// reply with Next (then io.EOF). Send/CloseSend may run on one goroutine while Next runs on another.
+func (c *Client) OpenStream(ctx context.Context, fn string, req Payload, dir StreamDirection) (*Stream, error) {
 	id, err := c.FunctionID(fn)
 	if err != nil {
 		return nil, err
@@ -290,7 +306,7 @@ func (c *Client) Stream(ctx context.Context, fn string, req Payload) (*Stream, e
 	var s *C.hms_stream_t
 	var e C.hms_error_t
 	st := C.hms_stream_open(c.st.ptr, C.uint32_t(id), bytesPtr(req.Data), C.size_t(len(req.Data)),
-		C.uint32_t(req.Type), C.HMS_STREAM_SERVER, C.int64_t(timeout), &s, &e)
+		C.uint32_t(req.Type), C.uint32_t(dir), C.int64_t(timeout), &s, &e)
 	if st != C.HMS_OK {
 		return nil, errorFrom(st, &e)
 	}
@@ -351,6 +367,36 @@ func (s *Stream) Next(ctx context.Context) (Payload, error) {
 		s.done = true
 		return Payload{}, err
 	}
+}
+
+// Send sends one item of a client or bidirectional stream; it blocks while the server's ring is
+// full (flow control). ErrCancelled once the stream ended.
+func (s *Stream) Send(p Payload) error {
+	return s.sendFrame(func(ptr *C.hms_stream_t, e *C.hms_error_t) C.hms_status_t {
+		return C.hms_stream_send(ptr, bytesPtr(p.Data), C.size_t(len(p.Data)), C.uint32_t(p.Type), e)
+	})
+}
+
+// CloseSend tells the handler that no more items follow.
+func (s *Stream) CloseSend() error {
+	return s.sendFrame(func(ptr *C.hms_stream_t, e *C.hms_error_t) C.hms_status_t {
+		return C.hms_stream_finish(ptr, e)
+	})
+}
+
+func (s *Stream) sendFrame(f func(*C.hms_stream_t, *C.hms_error_t) C.hms_status_t) error {
+	cs := s.client.st
+	cs.mu.RLock()
+	defer cs.mu.RUnlock()
+	ptr := s.ptr
+	if ptr == nil {
+		return closedErr("stream")
+	}
+	if _, open := cs.streams[ptr]; !open {
+		return closedErr("stream (its client)")
+	}
+	var e C.hms_error_t
+	return errorFrom(f(ptr, &e), &e)
 }
 
 // Close cancels the stream if it has not ended and frees it. Closing twice is a no-op.

@@ -239,3 +239,71 @@ func TestGoCancelsPythonCall(t *testing.T) {
 		return v == uint64(1)
 	})
 }
+
+func TestGoClientStreamsToPython(t *testing.T) {
+	dir := runtimeDir(t)
+	startPython(t, dir)
+	c := connect(t, dir, "py.echo")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Client stream: 100 CBOR integers to total(items) -> their sum, then the end.
+	s, err := c.OpenStream(ctx, "total", Payload{}, StreamClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	want := uint64(0)
+	for i := uint64(1); i <= 100; i++ {
+		p, _ := CBORPayload(i)
+		if err := s.Send(p); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		want += i
+	}
+	if err := s.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := DecodeCBOR(p.Data); v != want {
+		t.Fatalf("total = %v, want %d", v, want)
+	}
+	if _, err := s.Next(ctx); err != io.EOF {
+		t.Fatalf("after the reply: %v, want io.EOF", err)
+	}
+	if err := s.Send(p); err == nil {
+		t.Fatal("Send after CloseSend succeeded")
+	}
+	// Bidirectional: chat doubles integers; sends and receives on two goroutines.
+	b, err := c.OpenStream(ctx, "chat", Payload{}, StreamBidi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	go func() {
+		for i := uint64(0); i < 50; i++ {
+			p, _ := CBORPayload(i)
+			if b.Send(p) != nil {
+				return
+			}
+		}
+		b.CloseSend()
+	}()
+	for i := uint64(0); ; i++ {
+		p, err := b.Next(ctx)
+		if err == io.EOF {
+			if i != 50 {
+				t.Fatalf("chat ended after %d replies", i)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := DecodeCBOR(p.Data); v != 2*i {
+			t.Fatalf("chat reply %d = %v", i, v)
+		}
+	}
+}
