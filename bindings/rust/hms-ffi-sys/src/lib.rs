@@ -70,6 +70,7 @@ macro_rules! opaque {
 pub type hms_status_t = i32;
 pub type hms_handler_fn = Option<unsafe extern "C" fn(call: *mut hms_call_t, req: *const hms_payload_t, user_data: *mut c_void) -> hms_status_t>;
 pub type hms_completion_fn = Option<unsafe extern "C" fn(completion: *mut hms_completion_t)>;
+pub type hms_batch_handler_fn = Option<unsafe extern "C" fn(batch: *const hms_batch_t, user_data: *mut c_void)>;
 // END TYPEDEFS
 
 opaque!(
@@ -134,6 +135,9 @@ c_consts! {
     HMS_FN_STREAM: u32 = 1 << 1;
     HMS_FN_CLIENT_STREAM: u32 = 1 << 2;
 
+    HMS_BATCH_MAX_ITEMS: u32 = 4096;
+    HMS_BATCH_MAX_BYTES: u32 = 4 << 20;
+
     HMS_CONNECT_OPTIONS_VERSION: u32 = 1;
 
     HMS_CALL_DEFAULT: u32 = 0;
@@ -191,6 +195,18 @@ c_structs! {
         pub spin_ns: i64,
         pub ring_bytes: u64,
         pub reserved: [u64; 8],
+    }
+
+    /// A run of one-way calls handed to a batch handler (valid only during the handler).
+    pub struct hms_batch_t {
+        pub count: usize,
+        pub items: *const hms_payload_t,
+        pub data: *const u8,
+        pub offsets: *const u32,
+        pub content_type: u32,
+        pub peer_pid: i32,
+        pub peer_uid: u32,
+        pub peer_gid: u32,
     }
 
     /// Options for hms_connect(); fill with hms_connect_options_init() first.
@@ -313,6 +329,7 @@ extern "C" {
 
     pub fn hms_service_add(node: *mut hms_node_t, name: *const c_char, version: *const c_char, out: *mut *mut hms_service_t, err: *mut hms_error_t) -> hms_status_t;
     pub fn hms_function_add(service: *mut hms_service_t, name: *const c_char, flags: u32, fn_: hms_handler_fn, user_data: *mut c_void, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_function_set_batch_handler(service: *mut hms_service_t, name: *const c_char, fn_: hms_batch_handler_fn, user_data: *mut c_void, err: *mut hms_error_t) -> hms_status_t;
 
     pub fn hms_call_reply(call: *mut hms_call_t, data: *const c_char, len: usize, content_type: u32, err: *mut hms_error_t) -> hms_status_t;
     pub fn hms_call_send(call: *mut hms_call_t, data: *const c_char, len: usize, content_type: u32, err: *mut hms_error_t) -> hms_status_t;

@@ -275,7 +275,8 @@ fn header_functions(h: &str) -> BTreeSet<String> {
     out
 }
 
-/// Integer constants of the header: `#define HMS_X <number>` and `HMS_X = <expr>` enum members.
+/// Integer constants of the header: `#define HMS_X <number or (expr)>` and `HMS_X = <expr>` enum
+/// members.
 fn header_constants(h: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for line in h.lines() {
@@ -283,7 +284,8 @@ fn header_constants(h: &str) -> BTreeSet<String> {
         if let Some(rest) = t.strip_prefix("#define ") {
             let mut it = rest.split_whitespace();
             let (Some(name), Some(val)) = (it.next(), it.next()) else { continue };
-            if name.starts_with("HMS_") && val.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+            // numbers and parenthesized expressions ("(4u << 20)"); not the HMS_API guard macros
+            if name.starts_with("HMS_") && val.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '(') {
                 out.insert(name.to_string());
             }
         } else if t.starts_with("HMS_") && t.contains(" = ") {

@@ -195,6 +195,8 @@ pub struct Node {
     // so that their addresses stay put when the Vec grows.
     #[allow(clippy::vec_box)]
     handlers: Mutex<Vec<Box<HandlerSlot>>>,
+    #[allow(clippy::vec_box)]
+    batch_handlers: Mutex<Vec<Box<BatchSlot>>>,
 }
 
 // SAFETY (Send): nothing in a node is tied to the thread that opened it; hms_node_close joins the
@@ -237,7 +239,7 @@ impl Node {
         let st = unsafe { sys::hms_node_open(&o, &mut out, &mut e) };
         check(st, &e)?;
         let raw = NonNull::new(out).ok_or_else(|| Error::new(Code::Internal, "hms_node_open returned OK but no node"))?;
-        Ok(Node { raw, handlers: Mutex::new(Vec::new()) })
+        Ok(Node { raw, handlers: Mutex::new(Vec::new()), batch_handlers: Mutex::new(Vec::new()) })
     }
 
     fn ptr(&self) -> *mut sys::hms_node_t {
@@ -383,6 +385,7 @@ impl Drop for Node {
         // except hms_node_start's, which close joins. Handlers are freed only afterwards.
         unsafe { sys::hms_node_close(self.ptr()) };
         self.handlers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.batch_handlers.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 
@@ -457,6 +460,92 @@ impl Service<'_> {
         check(st, &e)?;
         handlers.push(slot);
         Ok(())
+    }
+}
+
+type BatchFn = dyn FnMut(&Batch<'_>) + Send + 'static;
+
+struct BatchSlot {
+    f: Box<BatchFn>,
+    name: String,
+}
+
+impl Service<'_> {
+    /// Hands runs of consecutive one-way calls to function `name` to `f`, many at a time (the
+    /// function must exist; its normal calls still go to its handler, in order with the runs).
+    /// One-way calls have no reply, so errors and panics of `f` are only logged to stderr.
+    pub fn batch_handler<F>(&self, name: &str, f: F) -> Result<()>
+    where
+        F: FnMut(&Batch<'_>) + Send + 'static,
+    {
+        let n = cstring("function name", name)?;
+        let mut slot = Box::new(BatchSlot { f: Box::new(f), name: name.to_string() });
+        let ud = &mut *slot as *mut BatchSlot as *mut c_void;
+        let mut handlers = self.node.batch_handlers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = err_buf();
+        // SAFETY: as in function_with_flags: the boxed slot outlives hms_node_close.
+        let st = unsafe {
+            sys::hms_function_set_batch_handler(self.raw.as_ptr(), n.as_ptr(), Some(batch_trampoline), ud, &mut e)
+        };
+        check(st, &e)?;
+        handlers.push(slot);
+        Ok(())
+    }
+}
+
+/// A run of one-way calls (private copies, valid while the batch handler runs).
+pub struct Batch<'a> {
+    raw: &'a sys::hms_batch_t,
+    data: &'a [u8],
+    offsets: &'a [u32],
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl<'a> Batch<'a> {
+    /// Number of calls.
+    pub fn len(&self) -> usize {
+        self.raw.count
+    }
+    /// Never true (a run has at least one call).
+    pub fn is_empty(&self) -> bool {
+        self.raw.count == 0
+    }
+    /// Payload of call `i`.
+    pub fn item(&self, i: usize) -> &'a [u8] {
+        &self.data[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+    /// The payloads in arrival order.
+    pub fn items(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        (0..self.len()).map(move |i| self.item(i))
+    }
+    /// Content type of call `i`.
+    pub fn content_type(&self, i: usize) -> u32 {
+        assert!(i < self.len(), "batch item {i} out of range ({} items)", self.len());
+        // SAFETY: items has `count` entries for the duration of the handler.
+        unsafe { (*self.raw.items.add(i)).content_type }
+    }
+    /// The caller's (pid, uid, gid), verified by the kernel.
+    pub fn peer(&self) -> (i32, u32, u32) {
+        (self.raw.peer_pid, self.raw.peer_uid, self.raw.peer_gid)
+    }
+}
+
+unsafe extern "C" fn batch_trampoline(batch: *const sys::hms_batch_t, user_data: *mut c_void) {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: user_data is our BatchSlot (serving thread only); batch, its offsets (count + 1)
+        // and data (offsets[count] bytes) are private copies valid during this call.
+        let slot = unsafe { &mut *(user_data as *mut BatchSlot) };
+        let raw = unsafe { &*batch };
+        let offsets = unsafe { std::slice::from_raw_parts(raw.offsets, raw.count + 1) };
+        let total = offsets[raw.count] as usize;
+        let data = if total == 0 { &[][..] } else { unsafe { std::slice::from_raw_parts(raw.data, total) } };
+        let b = Batch { raw, data, offsets, _not_send: PhantomData };
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| (slot.f)(&b))) {
+            eprintln!("hms-ffi: batch handler of '{}' panicked: {} (one-way calls: nobody to tell)", slot.name, panic_message(&*p));
+        }
+    }));
+    if outcome.is_err() {
+        eprintln!("hms-ffi: the Rust batch trampoline panicked");
     }
 }
 
@@ -716,6 +805,29 @@ impl<'n> Client<'n> {
         } else {
             Err(call_error(st, &e, resp))
         }
+    }
+
+    /// Sends a one-way call to `fn_id`: the handler (or batch handler) runs, nothing comes back.
+    pub fn send_oneway(&self, fn_id: u32, data: &[u8], content_type: u32) -> Result<()> {
+        let mut call_id = 0;
+        let mut e = err_buf();
+        // SAFETY: live client, data valid for the call (copied into the ring), no callback.
+        let st = unsafe {
+            sys::hms_call_submit(
+                self.ptr(),
+                fn_id,
+                data.as_ptr() as *const c_char,
+                data.len(),
+                content_type,
+                sys::HMS_CALL_ONEWAY,
+                -1,
+                None,
+                ptr::null_mut(),
+                &mut call_id,
+                &mut e,
+            )
+        };
+        check(st, &e)
     }
 
     /// Calls function `name` (looked up in the table each time; keep [`Client::function_id`] for

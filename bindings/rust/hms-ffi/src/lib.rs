@@ -27,7 +27,7 @@ mod ffi;
 
 pub use error::{Code, Error, Origin, Result};
 pub use ffi::{
-    abi_version, check_abi, default_runtime_dir, status_name, termination_requested, version, version_matches, Call,
+    abi_version, check_abi, Batch, default_runtime_dir, status_name, termination_requested, version, version_matches, Call,
     Client, ConnectOptions, Message, Node, NodeOptions, Payload, Publisher, PublisherOptions, Service, Stream,
     SubscribeOptions, Subscription,
 };

@@ -263,3 +263,44 @@ fn handles_are_send_and_sync_where_the_header_allows() {
     send_sync::<hms_ffi::Message>();
     send::<hms_ffi::Stream<'static>>();
 }
+
+#[test]
+fn one_way_calls_reach_a_batch_handler_in_order_with_normal_calls() {
+    use std::sync::atomic::AtomicU64;
+    let dir = RuntimeDir::new();
+    let server = dir.node("rs-server");
+    let svc = server.service("rs.sink", "1.0.0").unwrap();
+    let (sum, items, runs) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let s2 = sum.clone();
+    let i2 = items.clone();
+    svc.function("sink", move |call| {
+        // a normal call reports what the batches delivered before it
+        call.reply(&[s2.load(Ordering::SeqCst).to_le_bytes(), i2.load(Ordering::SeqCst).to_le_bytes()].concat(), CT_RAW)
+    })
+    .unwrap();
+    let (s3, i3, r3) = (sum.clone(), items.clone(), runs.clone());
+    svc.batch_handler("sink", move |batch| {
+        r3.fetch_add(1, Ordering::SeqCst);
+        assert!(!batch.is_empty());
+        assert_eq!(batch.peer().0, std::process::id() as i32);
+        for (i, item) in batch.items().enumerate() {
+            assert_eq!(batch.content_type(i), CT_RAW);
+            s3.fetch_add(u64::from_le_bytes(item.try_into().unwrap()), Ordering::SeqCst);
+            i3.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    assert_eq!(svc.batch_handler("absent", |_| {}).unwrap_err().code(), Code::NotFound);
+    server.start().unwrap();
+    let node = dir.node("rs-client");
+    let c = node.connect("rs.sink", "^1").unwrap();
+    let id = c.function_id("sink").unwrap();
+    for i in 1..=2000u64 {
+        c.send_oneway(id, &i.to_le_bytes(), CT_RAW).unwrap();
+    }
+    let r = c.call_id(id, b"", CT_RAW, T).unwrap();
+    let got_sum = u64::from_le_bytes(r.data()[..8].try_into().unwrap());
+    let got_items = u64::from_le_bytes(r.data()[8..].try_into().unwrap());
+    assert_eq!((got_items, got_sum), (2000, 2000 * 2001 / 2));
+    assert!(runs.load(Ordering::SeqCst) >= 1);
+}
