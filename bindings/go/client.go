@@ -190,10 +190,25 @@ func (c *Client) CallID(ctx context.Context, fn uint32, req Payload) (Payload, e
 	var e C.hms_error_t
 	var st C.hms_status_t
 	if ctx.Done() == nil {
-		// No cancellation possible: the plain synchronous call (the fast path).
-		st = C.hms_call_bytes(c.st.ptr, C.uint32_t(fn), bytesPtr(req.Data), C.size_t(len(req.Data)),
-			C.uint32_t(req.Type), &resp, -1, &e)
+		// No cancellation possible: the plain synchronous call (the fast path). A small reply is
+		// copied into Go memory by the same crossing.
+		buf := make([]byte, smallReply)
+		var copied C.int
+		st = C.hms_go_call_copy(c.st.ptr, C.uint32_t(fn), bytesPtr(req.Data), C.size_t(len(req.Data)),
+			C.uint32_t(req.Type), -1, (*C.char)(unsafe.Pointer(&buf[0])), smallReply, &copied, &resp, &e)
 		runtime.KeepAlive(req.Data)
+		if copied != 0 {
+			out := Payload{Type: ContentType(resp.content_type)}
+			if resp.len > 0 {
+				out.Data = buf[:resp.len:resp.len]
+			}
+			if st != C.HMS_OK {
+				err := errorFrom(st, &e).(*Error)
+				err.Details, err.DetailsType = out.Data, out.Type
+				return Payload{}, err
+			}
+			return out, nil
+		}
 	} else {
 		if err := ctx.Err(); err != nil {
 			return Payload{}, ctxError(err, "call")
@@ -234,6 +249,9 @@ func (c *Client) CallID(ctx context.Context, fn uint32, req Payload) (Payload, e
 	}
 	return out, nil
 }
+
+// smallReply is the reply size the fast path copies without a second crossing into C.
+const smallReply = 256
 
 // ctxDone is ctx.Err(), or context.DeadlineExceeded once ctx's deadline has passed even if its timer
 // has not fired yet (the C side, timing the same deadline, may notice a moment earlier).

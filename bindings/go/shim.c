@@ -170,6 +170,23 @@ hms_status_t hms_go_call_wait(hms_go_waiter_t *w, hms_client_t *client, uint32_t
   return st;
 }
 
+hms_status_t hms_go_call_copy(hms_client_t *client, uint32_t fn_id, const char *data, size_t len,
+                              uint32_t content_type, int64_t timeout_ns, char *dst, size_t cap, int *copied,
+                              hms_payload_t *resp, hms_error_t *err) {
+  *copied = 0;
+  hms_status_t st = hms_call_bytes(client, fn_id, data, len, content_type, resp, timeout_ns, err);
+  if (resp->len <= cap) {
+    if (resp->len) memcpy(dst, resp->data, resp->len);
+    *copied = 1;
+    uint32_t ct = resp->content_type;
+    size_t n = resp->len;
+    hms_payload_release(resp);
+    resp->len = n;  // what was copied, and its content type
+    resp->content_type = ct;
+  }
+  return st;
+}
+
 /* ---------------------------------------------------------------- EINTR-tolerant receives */
 hms_status_t hms_go_sub_recv(hms_subscription_t *sub, hms_message_t *msg, int64_t timeout_ns, hms_error_t *err) {
   int64_t deadline = timeout_ns < 0 ? INT64_MAX : now_ns() + timeout_ns;
