@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 
@@ -191,6 +192,10 @@ def main() -> None:
         echo_service(node, sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "1.0.0")
     else:
         raise SystemExit(f"unknown server kind {kind}")
+    def on_term(signum, frame):  # SIGTERM ends the serving loop like Ctrl-C: a clean exit 0
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     print("ready", flush=True)
     try:
         node.serve()

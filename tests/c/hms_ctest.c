@@ -2,8 +2,10 @@
  *
  *   hms_ctest selftest            run every C test against a forked server; exit 0 when all pass
  *   hms_ctest serve SPIN_NS       serve "ctest.echo"@1.0.0 until killed (used by Python cross tests)
- *   hms_ctest call SERVICE FN HEX call a function once and print the reply as hex (C client of Python)
+ *   hms_ctest call SERVICE FN HEX [CT]   call a function once with content type CT (default raw) and
+ *                                 print "OK CT HEX" or "ERROR STATUS message" (C client of other languages)
  *   hms_ctest bench SPIN_NS N     C<->C 64-byte echo round trip: prints "p50_ns p99_ns calls_per_s"
+ *   hms_ctest bench-to SERVICE N  the same against SERVICE's `echo` (any language's server)
  *   hms_ctest bench-oneway SPIN_NS N B   one-way 64-byte messages in batches of B: prints "msgs_per_s count"
  *
  * The runtime directory comes from HMS_FFI_RUNTIME_DIR. */
@@ -850,6 +852,30 @@ static int cmp_i64(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+/* n timed 64-byte raw round trips to function fn_id (after n/10 + 100 untimed ones); prints
+ * "p50_ns p99_ns calls_per_s". */
+static void bench_calls(hms_client_t *cl, uint32_t fn_id, int n) {
+  uint8_t msg[64];
+  memset(msg, 'x', sizeof msg);
+  hms_payload_t req = {.data = msg, .len = 64, .content_type = HMS_CT_RAW}, resp;
+  int64_t *lat = malloc(sizeof(int64_t) * (size_t)n);
+  for (int i = 0; i < n / 10 + 100; i++) {
+    hms_call(cl, fn_id, &req, &resp, -1, NULL);
+    hms_payload_release(&resp);
+  }
+  int64_t start = now_ns();
+  for (int i = 0; i < n; i++) {
+    int64_t t0 = now_ns();
+    hms_call(cl, fn_id, &req, &resp, -1, NULL);
+    lat[i] = now_ns() - t0;
+    hms_payload_release(&resp);
+  }
+  int64_t total = now_ns() - start;
+  qsort(lat, (size_t)n, sizeof *lat, cmp_i64);
+  printf("%lld %lld %.0f\n", (long long)lat[n / 2], (long long)lat[(int)(n * 0.99)], n / (total / 1e9));
+  free(lat);
+}
+
 static int bench(int64_t spin_ns, int n) {
   pid_t srv = fork_server("ctest.bench", spin_ns);
   if (srv <= 0) return 2;
@@ -859,29 +885,31 @@ static int bench(int64_t spin_ns, int n) {
   hms_node_t *node;
   hms_node_open(&o, &node, NULL);
   hms_client_t *cl = connect_or_die(node, "ctest.bench");
-  uint8_t msg[64];
-  memset(msg, 'x', sizeof msg);
-  hms_payload_t req = {.data = msg, .len = 64, .content_type = HMS_CT_RAW}, resp;
-  int64_t *lat = malloc(sizeof(int64_t) * (size_t)n);
-  for (int i = 0; i < n / 10 + 100; i++) {
-    hms_call(cl, 1, &req, &resp, -1, NULL);
-    hms_payload_release(&resp);
-  }
-  int64_t start = now_ns();
-  for (int i = 0; i < n; i++) {
-    int64_t t0 = now_ns();
-    hms_call(cl, 1, &req, &resp, -1, NULL);
-    lat[i] = now_ns() - t0;
-    hms_payload_release(&resp);
-  }
-  int64_t total = now_ns() - start;
-  qsort(lat, (size_t)n, sizeof *lat, cmp_i64);
-  printf("%lld %lld %.0f\n", (long long)lat[n / 2], (long long)lat[(int)(n * 0.99)], n / (total / 1e9));
+  bench_calls(cl, 1, n);
   hms_client_close(cl);
   hms_node_close(node);
   kill(srv, SIGTERM);
   waitpid(srv, NULL, 0);
-  free(lat);
+  return 0;
+}
+
+/* The C client of the cross-language bench: 64-byte raw echo round trips to SERVICE's `echo`. */
+static int bench_to(const char *service, int n) {
+  hms_node_t *node;
+  hms_error_t e;
+  if (hms_node_open(NULL, &node, &e)) {
+    fprintf(stderr, "node_open: %s\n", e.message);
+    return 2;
+  }
+  hms_client_t *cl = connect_or_die(node, service);
+  uint32_t id;
+  if (hms_client_function_id(cl, "echo", &id, &e)) {
+    fprintf(stderr, "%s\n", e.message);
+    return 4;
+  }
+  bench_calls(cl, id, n);
+  hms_client_close(cl);
+  hms_node_close(node);
   return 0;
 }
 
@@ -918,7 +946,7 @@ static int bench_oneway(int64_t spin_ns, long n, int b) {
   return got == (n + b - 1) / b * b ? 0 : 1;
 }
 
-static int call_once(const char *service, const char *fn, const char *hex) {
+static int call_once(const char *service, const char *fn, const char *hex, uint32_t ct) {
   hms_node_t *node;
   hms_error_t e;
   if (hms_node_open(NULL, &node, &e)) return 2;
@@ -931,7 +959,7 @@ static int call_once(const char *service, const char *fn, const char *hex) {
   size_t n = strlen(hex) / 2;
   uint8_t *buf = malloc(n + 1);
   for (size_t i = 0; i < n; i++) sscanf(hex + 2 * i, "%2hhx", &buf[i]);
-  hms_payload_t req = {.data = buf, .len = n, .content_type = HMS_CT_RAW}, resp;
+  hms_payload_t req = {.data = buf, .len = n, .content_type = ct}, resp;
   hms_status_t st = hms_call(cl, id, &req, &resp, 5000000000LL, &e);
   if (st) {
     printf("ERROR %s %s\n", hms_status_str(st), e.message);
@@ -951,9 +979,12 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   if (argc >= 2 && !strcmp(argv[1], "selftest")) return selftest();
   if (argc >= 3 && !strcmp(argv[1], "serve")) return run_server("ctest.echo", atoll(argv[2]), -1);
-  if (argc >= 5 && !strcmp(argv[1], "call")) return call_once(argv[2], argv[3], argv[4]);
+  if (argc >= 5 && !strcmp(argv[1], "call"))
+    return call_once(argv[2], argv[3], argv[4], argc >= 6 ? (uint32_t)atoi(argv[5]) : HMS_CT_RAW);
   if (argc >= 4 && !strcmp(argv[1], "bench")) return bench(atoll(argv[2]), atoi(argv[3]));
+  if (argc >= 4 && !strcmp(argv[1], "bench-to")) return bench_to(argv[2], atoi(argv[3]));
   if (argc >= 5 && !strcmp(argv[1], "bench-oneway")) return bench_oneway(atoll(argv[2]), atol(argv[3]), atoi(argv[4]));
-  fprintf(stderr, "usage: hms_ctest selftest | serve SPIN_NS | call SERVICE FN HEX | bench SPIN_NS N\n");
+  fprintf(stderr, "usage: hms_ctest selftest | serve SPIN_NS | call SERVICE FN HEX [CONTENT_TYPE] | bench SPIN_NS N | "
+                  "bench-to SERVICE N | bench-oneway SPIN_NS N B\n");
   return 64;
 }
