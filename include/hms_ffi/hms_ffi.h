@@ -764,6 +764,152 @@ HMS_API size_t hms_sizeof_payload(void);
 HMS_API size_t hms_sizeof_node_options(void);
 HMS_API size_t hms_sizeof_connect_options(void);
 
+/* ----------------------------------------------------------------------------------------------
+ * Arrow: the Arrow C Data Interface in and out of one flat, position-independent layout
+ * -------------------------------------------------------------------------------------------- */
+/// The standard definitions from the Arrow C Data Interface and C Stream Interface specifications,
+/// guarded so they coexist with arrow/c/abi.h, nanoarrow.h or any other copy of them.
+#ifndef ARROW_C_DATA_INTERFACE
+#define ARROW_C_DATA_INTERFACE
+
+#define ARROW_FLAG_DICTIONARY_ORDERED 1
+#define ARROW_FLAG_NULLABLE 2
+#define ARROW_FLAG_MAP_KEYS_SORTED 4
+
+struct ArrowSchema {
+  // Array type description
+  const char *format;
+  const char *name;
+  const char *metadata;
+  int64_t flags;
+  int64_t n_children;
+  struct ArrowSchema **children;
+  struct ArrowSchema *dictionary;
+
+  // Release callback
+  void (*release)(struct ArrowSchema *);
+  // Opaque producer-specific data
+  void *private_data;
+};
+
+struct ArrowArray {
+  // Array data description
+  int64_t length;
+  int64_t null_count;
+  int64_t offset;
+  int64_t n_buffers;
+  int64_t n_children;
+  const void **buffers;
+  struct ArrowArray **children;
+  struct ArrowArray *dictionary;
+
+  // Release callback
+  void (*release)(struct ArrowArray *);
+  // Opaque producer-specific data
+  void *private_data;
+};
+
+#endif  // ARROW_C_DATA_INTERFACE
+
+#ifndef ARROW_C_STREAM_INTERFACE
+#define ARROW_C_STREAM_INTERFACE
+
+struct ArrowArrayStream {
+  // Callbacks providing stream functionality
+  int (*get_schema)(struct ArrowArrayStream *, struct ArrowSchema *out);
+  int (*get_next)(struct ArrowArrayStream *, struct ArrowArray *out);
+  const char *(*get_last_error)(struct ArrowArrayStream *);
+
+  // Release callback
+  void (*release)(struct ArrowArrayStream *);
+  // Opaque producer-specific data
+  void *private_data;
+};
+
+#endif  // ARROW_C_STREAM_INTERFACE
+
+/// The layout (csrc/arrow.c describes it byte by byte): a 64-byte header (magic "HMSARRW1", format
+/// version, kind, counts), then the metadata section (the schema tree, the table of arrays, each
+/// array tree: nodes, NUL-terminated strings, metadata blobs, child and buffer tables — all 8-byte
+/// aligned and referring to each other by offsets from the start of the layout, never by pointers),
+/// then every buffer, each at a multiple of HMS_ARROW_ALIGNMENT from the start. Integers are in the
+/// host's byte order (the layout never leaves the host). Buffers are copied whole from their start
+/// to the end of the last element the array uses (offset + length) and the array keeps its `offset`,
+/// so a slice carries the bytes before its offset too; NULL buffers stay absent. Decoders require
+/// nodes, strings and tables to appear in the order the encoder writes them (each after the
+/// previous one), so a layout can hold no cycles and no shared subtrees.
+#define HMS_ARROW_FORMAT_VERSION 1
+#define HMS_ARROW_HEADER_BYTES 64
+#define HMS_ARROW_ALIGNMENT 64      ///< buffer offsets are multiples of this (place dst on such a boundary)
+#define HMS_ARROW_MAX_DEPTH 64      ///< deepest nesting of children and dictionaries
+#define HMS_ARROW_MAX_NODES 1048576 ///< schema plus array nodes in one layout
+#define HMS_ARROW_MAX_FORMAT 4096   ///< longest format string, in bytes
+
+/// What the layout was made from, so a receiver can rebuild the same kind of object. RECORD_BATCH
+/// and TABLE need a struct ("+s") schema; ARRAY and RECORD_BATCH exactly one array.
+enum {
+  HMS_ARROW_KIND_UNSPECIFIED = 0,
+  HMS_ARROW_KIND_ARRAY = 1,         ///< one array (pyarrow.Array)
+  HMS_ARROW_KIND_CHUNKED_ARRAY = 2, ///< 0..n arrays of one type (pyarrow.ChunkedArray)
+  HMS_ARROW_KIND_RECORD_BATCH = 3,  ///< one struct array whose children are the columns
+  HMS_ARROW_KIND_TABLE = 4          ///< 0..n record batches of one schema (pyarrow.Table)
+};
+
+/// Computes the bytes hms_arrow_encode() needs for `schema` and `arrays[0..n_arrays)` (every array
+/// of type `schema`). Reads only the structs, and one offset per variable-size array.
+/// Ownership: borrows everything; releases nothing. Thread-safety: any thread.
+/// Returns: HMS_INVALID_ARGUMENT for a format hms does not support or arrays that do not match the
+/// schema (the message names the node).
+HMS_API hms_status_t hms_arrow_encoded_size(const struct ArrowSchema *schema, const struct ArrowArray *const *arrays,
+                                            size_t n_arrays, size_t *out_size, hms_error_t *err);
+
+/// Writes the layout of `schema` and `arrays[0..n_arrays)` into dst[0..cap): one copy of every
+/// buffer and nothing else that grows with the data. `kind` (HMS_ARROW_KIND_*) is recorded for the
+/// receiver. *written receives the layout's size (as hms_arrow_encoded_size() reports).
+/// Ownership: borrows everything (the caller still releases its structs); dst is the caller's.
+/// Returns: HMS_OUT_OF_RANGE when cap is too small (*written = the size needed, dst untouched);
+/// HMS_INVALID_ARGUMENT as hms_arrow_encoded_size(), or for a kind the arrays do not fit.
+HMS_API hms_status_t hms_arrow_encode(const struct ArrowSchema *schema, const struct ArrowArray *const *arrays,
+                                      size_t n_arrays, uint32_t kind, uint8_t *dst, size_t cap, size_t *written,
+                                      hms_error_t *err);
+
+/// Reads a layout's header only: its kind and number of arrays (to size hms_arrow_decode()'s output).
+/// `kind` and `n_arrays` may be NULL. Returns: HMS_INVALID_ARGUMENT when src is no valid header.
+HMS_API hms_status_t hms_arrow_peek(const uint8_t *src, size_t len, uint32_t *kind, size_t *n_arrays,
+                                    hms_error_t *err);
+
+/// Validates a layout completely and then fills `out_schema` and `out_arrays[0..*n_arrays)` with
+/// Arrow C Data Interface structs whose buffers point into src (no data is copied; formats, names,
+/// metadata, lengths and offsets are private copies, so rewriting src later cannot change them).
+///
+/// Validation covers the header; every offset and length (inside src, no overflow, in encoder
+/// order); depth and node counts; NUL-terminated strings and well-formed metadata; the buffer and
+/// child counts each format needs; every buffer's size against offset + length; and the values a
+/// reader uses to find other values: variable-size offsets (monotonic, inside the data buffer or the
+/// child), list-view offsets and sizes, binary-view references into their data buffers, union type
+/// ids and dense offsets, dictionary indices of valid slots, run ends (strictly increasing, covering
+/// the array). Those value checks read each value once into a local, so a hostile writer changing
+/// src concurrently cannot make this function read outside src. Cost: O(nodes + buffers) plus
+/// O(length) for the value checks of variable-size, view, union, dictionary and run-end arrays;
+/// fixed-width data is never read. src must be 8-byte aligned.
+///
+/// Zero-copy caveat: consumers that read values later see whatever is in src at that time. Map src
+/// read-only in the receiver; a sender that rewrites its block after sending can make a consumer
+/// read wrong values (and, for offsets it rewrites, outside the arrays) — as with any shared memory.
+///
+/// Ownership: on HMS_OK every filled struct has a release callback; children and dictionaries may be
+/// moved out and released independently (C Data Interface rules). All of them share one reference
+/// to src: `on_release(ctx)` (may be NULL) is called exactly once, on the thread that releases the
+/// last struct, after which nothing points into src. On failure nothing is filled (every struct has
+/// release == NULL) and on_release is never called.
+/// Thread-safety: any thread; the filled structs may be released from any threads.
+/// Returns: HMS_INVALID_ARGUMENT for any malformed layout (the message says what and where);
+/// HMS_OUT_OF_RANGE when the layout holds more than max_arrays arrays (*n_arrays = how many);
+/// HMS_RESOURCE_EXHAUSTED when memory for the structs cannot be allocated.
+HMS_API hms_status_t hms_arrow_decode(const uint8_t *src, size_t len, void (*on_release)(void *ctx), void *ctx,
+                                      struct ArrowSchema *out_schema, struct ArrowArray *out_arrays,
+                                      size_t max_arrays, size_t *n_arrays, hms_error_t *err);
+
 #ifdef __cplusplus
 }
 #endif
