@@ -38,6 +38,8 @@ default all; a section none of whose rows is selected is skipped):
     batch-1000
   pubsub   pub/sub fan-out to 1, 4 and 16 subscriber processes (bench/pubsub_bench.py), lossless
            ps-hms-K   hms-ffi topic, blocking publisher       ps-zmq-K   pyzmq PUB/SUB, unbounded HWM
+  langs    64-byte echo from each binding's peer program (tests/_peers.py): lang-CLIENT-SERVER for
+           C/Go/Rust/PHP to themselves and to Python; the binding's own overhead against C → C
 
 Every server runs in its own, freshly started process; the client is this process. Python rows time
 each call with time.perf_counter_ns after a warm-up (n/10 + 100 calls) with the garbage collector
@@ -113,6 +115,12 @@ STREAM_ROWS = {
 BATCH_ROWS = {
     "batch-1000": "batch() of 1000 echos vs call() one at a time",
 }
+# 64-byte echo across languages: each binding's peer program (tests/_peers.py), client -> server.
+LANG_PAIRS = [("c", "c"), ("go", "go"), ("rust", "rust"), ("php", "php"),
+              ("c", "python"), ("go", "python"), ("rust", "python"), ("php", "python")]
+LANG_NAMES = {"c": "C", "go": "Go", "rust": "Rust", "php": "PHP", "python": "Python"}
+LANG_ROWS: Dict[str, str] = {f"lang-{a}-{b}": f"{LANG_NAMES[a]} → {LANG_NAMES[b]}" for a, b in LANG_PAIRS}
+
 # Pub/sub fan-out (bench/pubsub_bench.py does the work): one Python publisher, k subscriber processes.
 PUBSUB_SUBS = (1, 4, 16)
 PUBSUB_ROWS: Dict[str, str] = {
@@ -128,8 +136,9 @@ SECTIONS = {  # section -> its rows, in run order
     "stream": STREAM_ROWS,
     "batch": BATCH_ROWS,
     "pubsub": PUBSUB_ROWS,
+    "langs": LANG_ROWS,
 }
-DEFAULT_SECTIONS = ["echo", "idle", "oneway", "async", "stream", "batch", "pubsub"]
+DEFAULT_SECTIONS = ["echo", "idle", "oneway", "async", "stream", "batch", "pubsub", "langs"]
 ALL_ROWS = {k: v for rows in SECTIONS.values() for k, v in rows.items()}
 
 
@@ -1162,6 +1171,79 @@ def bench_pubsub(args, transport: str, k: int) -> dict:
             "msgs": args.ps_msgs}
 
 
+def _peers_module():
+    try:
+        import _peers
+    except ImportError:
+        sys.path.insert(0, str(ROOT / "tests"))
+        import _peers
+    return _peers
+
+
+def bench_lang(args, client: str, server: str) -> dict:
+    """client's peer program calls server's echo (64 raw bytes), each in its own process."""
+    _peers = _peers_module()
+    d = fresh_dir()
+    old = os.environ.get("HMS_FFI_RUNTIME_DIR")
+    os.environ["HMS_FFI_RUNTIME_DIR"] = d
+    srv = None
+    try:
+        try:
+            _peers.peer_command(client)
+            if server != "c":
+                _peers.peer_command(server)
+        except _peers.PeerUnavailable as e:
+            raise BenchError(str(e))
+        if server == "c":  # hms_ctest serves ctest.echo (its echo function included), default spin
+            proc = spawn([*_peers.peer_command("c"), "serve", "-1"], child_env(d))
+            wait_ready(proc, "hms_ctest serve")
+            service = "ctest.echo"
+        else:
+            srv = _peers.Server(server, f"bench.{server}")
+            proc, service = srv.proc, srv.service
+        with Watchdog(proc, row_timeout(args)):
+            r = _peers.bench(client, service, args.n, timeout=row_timeout(args))
+        r["n"] = args.n
+        return r
+    finally:
+        if srv is not None:
+            srv.stop()
+        elif server == "c":
+            stop_child(proc)
+        if old is None:
+            os.environ.pop("HMS_FFI_RUNTIME_DIR", None)
+        else:
+            os.environ["HMS_FFI_RUNTIME_DIR"] = old
+
+
+def render_langs(results: Dict[str, dict], args) -> List[str]:
+    cc = results.get("lang-c-c")
+    lines = [f"64-byte echo across languages: each binding's peer program (tests/_peers.py) as client, "
+             f"{args.n} calls per row after a warm-up, default spin, timed inside the client", "",
+             "| client → server | p50 µs | p99 µs | calls/s | p50 vs C → C |",
+             "|---|---:|---:|---:|---:|"]
+    for key, label in LANG_ROWS.items():
+        r = results.get(key)
+        if r is None:
+            continue
+        rel = f"{r['p50_ns'] / cc['p50_ns']:.2f}×" if cc else "n/a"
+        lines.append(f"| {label} | {us(r['p50_ns'])} | {us(r['p99_ns'])} | {r['calls_per_s']:,.0f} | {rel} |")
+    lines.append("")
+    if cc:
+        for lang, limit in (("go", 2.0), ("rust", 2.0)):
+            r = results.get(f"lang-{lang}-{lang}")
+            if r:
+                x = r["p50_ns"] / cc["p50_ns"]
+                lines.append(f"- {LANG_NAMES[lang]} → {LANG_NAMES[lang]} p50 / C → C p50 = {x:.2f}× (both sides in "
+                             f"{LANG_NAMES[lang]}); target ≤ {limit:.0f}×: {verdict(x <= limit)}")
+        r = results.get("lang-php-php")
+        if r:
+            extra = (r["p50_ns"] - cc["p50_ns"]) / 1000
+            lines.append(f"- PHP → PHP p50 − C → C p50 = {extra:.1f} µs (both sides in PHP); target ≤ 10 µs: "
+                         f"{verdict(extra <= 10)}")
+    return lines
+
+
 def render_pubsub(results: Dict[str, dict], args) -> List[str]:
     lines = [f"Pub/sub fan-out, 64-byte messages, one Python publisher -> k Python subscriber processes, "
              f"{args.ps_msgs} messages, lossless; median of {args.reps}", "",
@@ -1183,6 +1265,7 @@ SECTION_RENDERERS = {
     "stream": render_stream,
     "batch": render_batch,
     "pubsub": lambda results, args: render_pubsub(results, args),
+    "langs": lambda results, args: render_langs(results, args),
 }
 
 
@@ -1315,6 +1398,7 @@ def main(argv=None) -> int:
         "stream-cbor": lambda: bench_stream(args, "ints"),
         "batch-1000": lambda: bench_batch(args),
         **{f"ps-{t}-{k}": (lambda t=t, k=k: bench_pubsub(args, t, k)) for k in PUBSUB_SUBS for t in ("hms", "zmq")},
+        **{f"lang-{a}-{b}": (lambda a=a, b=b: bench_lang(args, a, b)) for a, b in LANG_PAIRS},
     }
     needs_zmq = {"zmq", "ow-zmq"} | {f"ps-zmq-{k}" for k in PUBSUB_SUBS}
     results: Dict[str, dict] = {}
