@@ -21,6 +21,12 @@ import (
 // import hms_ffi_native the test is skipped, or fails under HMS_REQUIRE_BINDINGS=1 (CI).
 func startPython(t testing.TB, dir string) {
 	t.Helper()
+	startPythonArgs(t, dir, filepath.Join(repoRoot(t), "tests", "_servers.py"), "echo")
+}
+
+// startPythonArgs runs the interpreter with args in dir and waits for its "ready" line.
+func startPythonArgs(t testing.TB, dir string, args ...string) {
+	t.Helper()
 	py := os.Getenv("HMS_GO_TEST_PYTHON")
 	if py == "" {
 		py = "python3"
@@ -39,7 +45,7 @@ func startPython(t testing.TB, dir string) {
 		}
 		t.Skip(msg)
 	}
-	cmd := exec.Command(py, filepath.Join(repoRoot(t), "tests", "_servers.py"), "echo")
+	cmd := exec.Command(py, args...)
 	cmd.Env, cmd.Dir = env, dir
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -64,10 +70,10 @@ func startPython(t testing.TB, dir string) {
 		if l != "ready" {
 			cmd.Process.Signal(syscall.SIGKILL)
 			cmd.Wait()
-			t.Fatalf("python echo server did not start: %q %s", l, stderr.String())
+			t.Fatalf("python %v did not start: %q %s", args, l, stderr.String())
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("python echo server not ready after 30 s: %s", stderr.String())
+		t.Fatalf("python %v not ready after 30 s: %s", args, stderr.String())
 	}
 }
 
@@ -304,6 +310,55 @@ func TestGoClientStreamsToPython(t *testing.T) {
 		}
 		if v, _ := DecodeCBOR(p.Data); v != 2*i {
 			t.Fatalf("chat reply %d = %v", i, v)
+		}
+	}
+}
+
+// pyPublisher publishes 20 CBOR maps on py.events once a subscriber is there, then waits.
+const pyPublisher = `
+import sys, time, datetime
+import hms_ffi_native as hms
+node = hms.Node("py-pub")
+pub = node.publisher("py.events")
+print("ready", flush=True)
+assert pub.wait_for_subscribers(1, timeout=10), "no subscriber"
+for i in range(20):
+    pub.publish({"i": i, "at": datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc), "tags": {"x"}})
+time.sleep(30)
+`
+
+func TestPythonPublishesGoSubscribes(t *testing.T) {
+	dir := runtimeDir(t)
+	n := openNode(t, dir, "go-sub")
+	sub, err := n.Subscribe("py.*", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	startPythonArgs(t, dir, "-c", pyPublisher)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := uint64(0); i < 20; i++ {
+		m, err := sub.Recv(ctx)
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if m.Topic != "py.events" || m.Payload.Type != CBOR || m.Seq != i+1 {
+			t.Fatalf("message %d: topic %q type %v seq %d", i, m.Topic, m.Payload.Type, m.Seq)
+		}
+		v, err := DecodeCBOR(m.Payload.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mv := v.(Map)
+		got, _ := mv.Get("i")
+		at, _ := mv.Get("at")
+		tags, _ := mv.Get("tags")
+		if got != i || !at.(time.Time).Equal(time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)) || len(tags.(Set)) != 1 {
+			t.Fatalf("message %d decoded to %#v", i, mv)
+		}
+		if back, _ := EncodeCBOR(v); !bytes.Equal(back, m.Payload.Data) {
+			t.Fatalf("message %d: re-encoded %x, python sent %x", i, back, m.Payload.Data)
 		}
 	}
 }
