@@ -213,7 +213,7 @@ func takePayload(p *C.hms_payload_t) Payload {
 func currentThreadID() int64 { return int64(syscall.Gettid()) }
 
 //export hmsGoDispatch
-func hmsGoDispatch(call *C.hms_call_t, req *C.hms_payload_t, handle C.uintptr_t) (status C.hms_status_t) {
+func hmsGoDispatch(call *C.hms_call_t, req *C.hms_payload_t, handle C.uintptr_t, reply *C.hms_go_reply_t) (status C.hms_status_t) {
 	reg := cgo.Handle(handle).Value().(*registration)
 	c := &Call{ptr: call}
 	defer func() {
@@ -236,6 +236,14 @@ func hmsGoDispatch(call *C.hms_call_t, req *C.hms_payload_t, handle C.uintptr_t)
 		return setError(call, err)
 	}
 	if out.Data == nil && out.Type == None {
+		return C.HMS_OK
+	}
+	if len(out.Data) <= int(reply.cap) {
+		// Copy into the trampoline's C buffer: the trampoline sends it after we return.
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(reply.data)), int(reply.cap)), out.Data)
+		reply.len = C.size_t(len(out.Data))
+		reply.content_type = C.uint32_t(out.Type)
+		reply.set = 1
 		return C.HMS_OK
 	}
 	var e C.hms_error_t

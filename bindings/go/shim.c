@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -22,7 +23,19 @@ static int64_t now_ns(void) {
 
 static hms_status_t go_trampoline(hms_call_t *call, const hms_payload_t *req, void *user_data) {
   // user_data carries a cgo.Handle (an integer), never a Go pointer.
-  return hmsGoDispatch(call, (hms_payload_t *)req, (uintptr_t)user_data);
+  char buf[HMS_GO_INLINE_REPLY];
+  hms_go_reply_t out = {.data = buf, .cap = sizeof buf};
+  hms_status_t st = hmsGoDispatch(call, (hms_payload_t *)req, (uintptr_t)user_data, &out);
+  if (st == HMS_OK && out.set) {
+    hms_error_t e;
+    st = hms_call_reply(call, buf, out.len, out.content_type, &e);
+    if (st != HMS_OK) {
+      char msg[300];
+      snprintf(msg, sizeof msg, "handler reply not sent: %s", e.message);
+      hms_call_set_error(call, st, msg, NULL, 0, 0);
+    }
+  }
+  return st;
 }
 
 hms_status_t hms_go_function_add(hms_service_t *svc, const char *name, uint32_t flags, uintptr_t handle,

@@ -7,6 +7,18 @@
 #include <stdint.h>
 #include <hms_ffi/hms_ffi.h>
 
+// Where a Go handler leaves a small reply: a buffer on the trampoline's C stack, so the reply is sent
+// from C after the handler returns (one crossing per call instead of two). Bigger replies are sent
+// by Go itself.
+#define HMS_GO_INLINE_REPLY 512
+typedef struct hms_go_reply_s {
+  char *data;
+  size_t cap;
+  size_t len;
+  uint32_t content_type;
+  int set;
+} hms_go_reply_t;
+
 // Registers a function whose handler is the Go function behind cgo.Handle `handle`.
 hms_status_t hms_go_function_add(hms_service_t *svc, const char *name, uint32_t flags, uintptr_t handle,
                                  hms_error_t *err);
