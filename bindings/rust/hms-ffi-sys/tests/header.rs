@@ -166,6 +166,8 @@ fn c_base(name: &str) -> String {
         "u64" => "uint64_t",
         "usize" => "size_t",
         n if n.starts_with("hms_") => n,
+        // the Arrow C Data Interface structs are plain `struct X` in C
+        n if n.starts_with("Arrow") => return format!("struct {n}"),
         n => panic!("no C spelling for Rust type {n}: extend c_base()"),
     }
     .to_string()
@@ -304,17 +306,18 @@ fn generate_c(src: &str) -> String {
         c += &format!("_Static_assert({name} == {value}LL, \"constant {name}: Rust says {value}\");\n");
     }
     for s in STRUCT_LAYOUTS {
-        let n = s.name;
+        let cn = c_base(s.name);
+        let n = cn.as_str();
         c += &format!("_Static_assert(sizeof({n}) == {}, \"sizeof({n}): Rust says {}\");\n", s.size, s.size);
         c += &format!("_Static_assert(_Alignof({n}) == {}, \"alignof({n}): Rust says {}\");\n", s.align, s.align);
         for (f, off, size, ty) in s.fields {
             c += &format!("_Static_assert(offsetof({n}, {f}) == {off}, \"offsetof({n}, {f}): Rust says {off}\");\n");
             c += &format!("_Static_assert(sizeof((({n} *)0)->{f}) == {size}, \"sizeof {n}.{f}: Rust says {size}\");\n");
-            let alias = format!("rust_{n}_{f}");
+            let alias = format!("rust_{}_{f}", s.name);
             c += &format!("typedef {};\n", decl(&parse_ty(ty), &alias));
             c += &format!(
                 "_Static_assert(SAME({alias}, __typeof__((({n} *)0)->{f})), \"type of {n}.{f}: Rust says {}\");\n",
-                ty.replace('"', "'")
+                ty.split_whitespace().collect::<Vec<_>>().join(" ").replace('"', "'")
             );
         }
         // every field of the C struct is declared: the last Rust field ends where the struct ends
