@@ -4,7 +4,8 @@
 //	hms-go-peer call SERVICE VECTORS_JSON  send every CBOR vector to SERVICE's echo, then fail [5, "nope"]
 //	hms-go-peer bench SERVICE N            N round trips of 64 raw bytes to echo: "p50_ns p99_ns calls_per_s"
 //
-// The runtime directory comes from HMS_FFI_RUNTIME_DIR.
+// The runtime directory comes from HMS_FFI_RUNTIME_DIR. HMS_GO_PEER_SPIN_NS sets the nodes' busy-wait
+// budget in nanoseconds (default: the library's, 50 µs; 0 = never spin), like hms_ctest's SPIN_NS.
 package main
 
 import (
@@ -108,8 +109,25 @@ func countTo(c *hms.Call, req hms.Payload) (hms.Payload, error) {
 	return hms.Payload{}, nil
 }
 
+// nodeOptions reads HMS_GO_PEER_SPIN_NS.
+func nodeOptions() *hms.NodeOptions {
+	o := &hms.NodeOptions{Name: "hms-go-peer"}
+	if v := os.Getenv("HMS_GO_PEER_SPIN_NS"); v != "" {
+		ns, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "HMS_GO_PEER_SPIN_NS=%q is not an integer\n", v)
+			os.Exit(64)
+		}
+		o.Spin = time.Duration(ns)
+		if ns == 0 {
+			o.Spin = -1 // never spin
+		}
+	}
+	return o
+}
+
 func serve(service string) error {
-	node, err := hms.OpenNode(&hms.NodeOptions{Name: "hms-go-peer"})
+	node, err := hms.OpenNode(nodeOptions())
 	if err != nil {
 		return err
 	}
@@ -137,7 +155,7 @@ func serve(service string) error {
 }
 
 func connect(service string) (*hms.Node, *hms.Client, error) {
-	node, err := hms.OpenNode(&hms.NodeOptions{Name: "hms-go-peer"})
+	node, err := hms.OpenNode(nodeOptions())
 	if err != nil {
 		return nil, nil, err
 	}
