@@ -53,7 +53,7 @@ type Client struct {
 }
 
 // Connect connects to the newest live service named service whose version satisfies versionReq
-// ("^1", "~1.2", ">=1.2", "1.2.3", "" = any). ctx bounds the handshake.
+// ("^1", "~1.2", ">=1.2", "1.2.3", "" = any). ctx's deadline bounds the handshake (default 5 s).
 func (n *Node) Connect(ctx context.Context, service, versionReq string, opts *ConnectOptions) (*Client, error) {
 	n.mu.Lock()
 	ptr := n.ptr

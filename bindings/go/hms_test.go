@@ -386,3 +386,42 @@ func TestServerGoneIsUnavailable(t *testing.T) {
 		t.Fatalf("call to a closed server: want UNAVAILABLE, got %v", err)
 	}
 }
+
+func TestStopAndCloseFromHandler(t *testing.T) {
+	dir := runtimeDir(t)
+	n := openNode(t, dir, "go-stopper")
+	svc, err := n.AddService("go.stopper", "1.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeErr := make(chan error, 1)
+	err = svc.Handle("stop", func(c *Call, _ Payload) (Payload, error) {
+		closeErr <- n.Close() // refused: we are running on the node's dispatcher
+		n.Stop()              // only asks; the loop returns after this handler
+		return RawPayload([]byte("stopping")), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- n.Serve(context.Background()) }()
+	c := connect(t, dir, "go.stopper")
+	got, err := c.Call(context.Background(), "stop", Payload{})
+	if err != nil || string(got.Data) != "stopping" {
+		t.Fatalf("stop: %q %v", got.Data, err)
+	}
+	if err := <-closeErr; !errors.Is(err, ErrFailedPrecondition) {
+		t.Fatalf("Close from a handler: %v", err)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("Serve after Stop: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stop from a handler did not end Serve")
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -142,8 +142,12 @@ func (n *Node) RuntimeDir() string {
 
 // Close stops serving, closes every client, stream, publisher and subscription the node still
 // owns, unregisters its services (peers see UNAVAILABLE) and frees the node. Closing twice is a
-// no-op.
+// no-op. A handler cannot close its own node (FAILED_PRECONDITION): Stop it instead.
 func (n *Node) Close() error {
+	if tid := n.serveTID.Load(); tid != 0 && tid == currentThreadID() {
+		return &Error{Code: FailedPrecondition, Message: "a handler cannot close its own node while the node " +
+			"serves it: call Stop from the handler and Close after Serve returned"}
+	}
 	n.Stop()
 	n.mu.Lock()
 	if n.ptr == nil {
