@@ -164,6 +164,21 @@ c_consts! {
     HMS_SUBSCRIBE_KEEP_WAITING: u32 = 1 << 0;
 
     HMS_SUBSCRIBE_OPTIONS_VERSION: u32 = 1;
+
+    ARROW_FLAG_DICTIONARY_ORDERED: i64 = 1;
+    ARROW_FLAG_NULLABLE: i64 = 2;
+    ARROW_FLAG_MAP_KEYS_SORTED: i64 = 4;
+    HMS_ARROW_FORMAT_VERSION: u32 = 1;
+    HMS_ARROW_HEADER_BYTES: u32 = 64;
+    HMS_ARROW_ALIGNMENT: u32 = 64;
+    HMS_ARROW_MAX_DEPTH: u32 = 64;
+    HMS_ARROW_MAX_NODES: u32 = 1048576;
+    HMS_ARROW_MAX_FORMAT: u32 = 4096;
+    HMS_ARROW_KIND_UNSPECIFIED: u32 = 0;
+    HMS_ARROW_KIND_ARRAY: u32 = 1;
+    HMS_ARROW_KIND_CHUNKED_ARRAY: u32 = 2;
+    HMS_ARROW_KIND_RECORD_BATCH: u32 = 3;
+    HMS_ARROW_KIND_TABLE: u32 = 4;
 }
 
 c_structs! {
@@ -292,6 +307,42 @@ c_structs! {
         pub reserved: [u64; 4],
     }
 
+    /// Arrow C Data Interface: a schema.
+    pub struct ArrowSchema {
+        pub format: *const c_char,
+        pub name: *const c_char,
+        pub metadata: *const c_char,
+        pub flags: i64,
+        pub n_children: i64,
+        pub children: *mut *mut ArrowSchema,
+        pub dictionary: *mut ArrowSchema,
+        pub release: Option<unsafe extern "C" fn(schema: *mut ArrowSchema)>,
+        pub private_data: *mut c_void,
+    }
+
+    /// Arrow C Data Interface: an array.
+    pub struct ArrowArray {
+        pub length: i64,
+        pub null_count: i64,
+        pub offset: i64,
+        pub n_buffers: i64,
+        pub n_children: i64,
+        pub buffers: *mut *const c_void,
+        pub children: *mut *mut ArrowArray,
+        pub dictionary: *mut ArrowArray,
+        pub release: Option<unsafe extern "C" fn(array: *mut ArrowArray)>,
+        pub private_data: *mut c_void,
+    }
+
+    /// Arrow C Stream Interface.
+    pub struct ArrowArrayStream {
+        pub get_schema: Option<unsafe extern "C" fn(stream: *mut ArrowArrayStream, out: *mut ArrowSchema) -> c_int>,
+        pub get_next: Option<unsafe extern "C" fn(stream: *mut ArrowArrayStream, out: *mut ArrowArray) -> c_int>,
+        pub get_last_error: Option<unsafe extern "C" fn(stream: *mut ArrowArrayStream) -> *const c_char>,
+        pub release: Option<unsafe extern "C" fn(stream: *mut ArrowArrayStream)>,
+        pub private_data: *mut c_void,
+    }
+
     /// One message of a batch (hms_subscription_recv_batch()).
     pub struct hms_message_info_t {
         pub seq: u64,
@@ -405,5 +456,10 @@ extern "C" {
     pub fn hms_sizeof_payload() -> usize;
     pub fn hms_sizeof_node_options() -> usize;
     pub fn hms_sizeof_connect_options() -> usize;
+
+    pub fn hms_arrow_encoded_size(schema: *const ArrowSchema, arrays: *const *const ArrowArray, n_arrays: usize, out_size: *mut usize, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_arrow_encode(schema: *const ArrowSchema, arrays: *const *const ArrowArray, n_arrays: usize, kind: u32, dst: *mut u8, cap: usize, written: *mut usize, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_arrow_peek(src: *const u8, len: usize, kind: *mut u32, n_arrays: *mut usize, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_arrow_decode(src: *const u8, len: usize, on_release: Option<unsafe extern "C" fn(ctx: *mut c_void)>, ctx: *mut c_void, out_schema: *mut ArrowSchema, out_arrays: *mut ArrowArray, max_arrays: usize, n_arrays: *mut usize, err: *mut hms_error_t) -> hms_status_t;
 }
 // END FUNCTIONS
