@@ -181,77 +181,101 @@ func (c *Client) Call(ctx context.Context, fn string, req Payload) (Payload, err
 
 // CallID is Call with a function id from FunctionID.
 func (c *Client) CallID(ctx context.Context, fn uint32, req Payload) (Payload, error) {
+	sc := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(sc)
+	s := sc.p
 	c.st.mu.RLock()
-	defer c.st.mu.RUnlock()
 	if c.st.ptr == nil {
+		c.st.mu.RUnlock()
 		return Payload{}, closedErr("client")
 	}
-	var resp C.hms_payload_t
-	var e C.hms_error_t
 	var st C.hms_status_t
 	if ctx.Done() == nil {
-		// No cancellation possible: the plain synchronous call (the fast path). A small reply is
-		// copied into Go memory by the same crossing.
-		buf := make([]byte, smallReply)
-		var copied C.int
-		st = C.hms_go_call_copy(c.st.ptr, C.uint32_t(fn), bytesPtr(req.Data), C.size_t(len(req.Data)),
-			C.uint32_t(req.Type), -1, (*C.char)(unsafe.Pointer(&buf[0])), smallReply, &copied, &resp, &e)
+		// No cancellation possible: the plain synchronous call (the fast path).
+		st = C.hms_go_call(c.st.ptr, C.uint32_t(fn), bytesPtr(req.Data), C.size_t(len(req.Data)), C.uint32_t(req.Type), s)
+		c.st.mu.RUnlock()
 		runtime.KeepAlive(req.Data)
-		if copied != 0 {
-			out := Payload{Type: ContentType(resp.content_type)}
-			if resp.len > 0 {
-				out.Data = buf[:resp.len:resp.len]
-			}
-			if st != C.HMS_OK {
-				err := errorFrom(st, &e).(*Error)
-				err.Details, err.DetailsType = out.Data, out.Type
-				return Payload{}, err
-			}
-			return out, nil
-		}
 	} else {
-		if err := ctx.Err(); err != nil {
-			return Payload{}, ctxError(err, "call")
-		}
-		timeout := int64(-1)
-		if dl, ok := ctx.Deadline(); ok {
-			timeout = max(int64(time.Until(dl)), 0)
-		}
-		w := C.hms_go_waiter_get()
-		if w == nil {
-			return Payload{}, &Error{Code: ResourceExhausted, Message: "out of memory for a call waiter"}
-		}
-		ptr := c.st.ptr
-		cancelled := make(chan struct{})
-		stop := context.AfterFunc(ctx, func() {
-			C.hms_go_waiter_cancel(w, ptr)
-			close(cancelled)
-		})
-		st = C.hms_go_call_wait(w, ptr, C.uint32_t(fn), bytesPtr(req.Data), C.size_t(len(req.Data)),
-			C.uint32_t(req.Type), C.int64_t(timeout), C.int64_t(c.spin), &resp, &e)
-		runtime.KeepAlive(req.Data)
-		if !stop() {
-			<-cancelled // the cancel func ran (or runs): let it finish before the waiter is reused
-		}
-		C.hms_go_waiter_put(w)
-		if st != C.HMS_OK && e.origin == C.HMS_ORIGIN_LOCAL && (st == C.HMS_CANCELLED || st == C.HMS_DEADLINE_EXCEEDED) {
-			if cerr := ctxDone(ctx); cerr != nil {
-				C.hms_payload_release(&resp)
-				return Payload{}, ctxError(cerr, "call")
-			}
+		st = c.callCtx(ctx, fn, req, s)
+		c.st.mu.RUnlock()
+		if st == ctxEnded {
+			return Payload{}, ctxError(ctxDone(ctx), "call")
 		}
 	}
-	out := takePayload(&resp)
+	var out Payload
+	if s.copied != 0 {
+		out.Type = ContentType(s.resp.content_type)
+		if n := int(s.resp.len); n > 0 {
+			out.Data = make([]byte, n)
+			copy(out.Data, unsafe.Slice((*byte)(unsafe.Pointer(&s.small[0])), n))
+		}
+	} else {
+		out = takePayload(&s.resp)
+	}
 	if st != C.HMS_OK {
-		err := errorFrom(st, &e).(*Error)
+		err := errorFrom(st, &s.err).(*Error)
 		err.Details, err.DetailsType = out.Data, out.Type
 		return Payload{}, err
 	}
 	return out, nil
 }
 
-// smallReply is the reply size the fast path copies without a second crossing into C.
-const smallReply = 256
+// ctxEnded is what callCtx returns when the context, not the call, ended it.
+const ctxEnded = C.hms_status_t(-1)
+
+// callCtx makes a call bound to ctx (deadline and cancellation) through the async API; the result is
+// left in s like hms_go_call's. Called with the client's lock held shared.
+func (c *Client) callCtx(ctx context.Context, fn uint32, req Payload, s *C.hms_go_scratch_t) C.hms_status_t {
+	s.copied = 0
+	if ctxDone(ctx) != nil {
+		return ctxEnded
+	}
+	timeout := int64(-1)
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = max(int64(time.Until(dl)), 0)
+	}
+	w := C.hms_go_waiter_get()
+	if w == nil {
+		s.err.origin = C.HMS_ORIGIN_LOCAL
+		msg := "out of memory for a call waiter"
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&s.err.message[0])), len(s.err.message)-1), msg)
+		s.err.message[len(msg)] = 0
+		return C.HMS_RESOURCE_EXHAUSTED
+	}
+	ptr := c.st.ptr
+	cancelled := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		C.hms_go_waiter_cancel(w, ptr)
+		close(cancelled)
+	})
+	st := C.hms_go_call_wait(w, ptr, C.uint32_t(fn), bytesPtr(req.Data), C.size_t(len(req.Data)),
+		C.uint32_t(req.Type), C.int64_t(timeout), C.int64_t(c.spin), &s.resp, &s.err)
+	runtime.KeepAlive(req.Data)
+	if !stop() {
+		<-cancelled // the cancel func ran (or runs): let it finish before the waiter is reused
+	}
+	C.hms_go_waiter_put(w)
+	if st != C.HMS_OK && s.err.origin == C.HMS_ORIGIN_LOCAL && (st == C.HMS_CANCELLED || st == C.HMS_DEADLINE_EXCEEDED) &&
+		ctxDone(ctx) != nil {
+		C.hms_payload_release(&s.resp)
+		return ctxEnded
+	}
+	return st
+}
+
+// scratch owns one C-allocated hms_go_scratch_t; the pool reuses them and a finalizer frees those
+// the pool drops.
+type scratch struct{ p *C.hms_go_scratch_t }
+
+var scratchPool = sync.Pool{New: func() any {
+	p := (*C.hms_go_scratch_t)(C.calloc(1, C.sizeof_hms_go_scratch_t))
+	if p == nil {
+		panic("hms: out of memory for call scratch space")
+	}
+	sc := &scratch{p: p}
+	runtime.SetFinalizer(sc, func(sc *scratch) { C.free(unsafe.Pointer(sc.p)) })
+	return sc
+}}
 
 // ctxDone is ctx.Err(), or context.DeadlineExceeded once ctx's deadline has passed even if its timer
 // has not fired yet (the C side, timing the same deadline, may notice a moment earlier).

@@ -183,19 +183,19 @@ hms_status_t hms_go_call_wait(hms_go_waiter_t *w, hms_client_t *client, uint32_t
   return st;
 }
 
-hms_status_t hms_go_call_copy(hms_client_t *client, uint32_t fn_id, const char *data, size_t len,
-                              uint32_t content_type, int64_t timeout_ns, char *dst, size_t cap, int *copied,
-                              hms_payload_t *resp, hms_error_t *err) {
-  *copied = 0;
-  hms_status_t st = hms_call_bytes(client, fn_id, data, len, content_type, resp, timeout_ns, err);
-  if (resp->len <= cap) {
-    if (resp->len) memcpy(dst, resp->data, resp->len);
-    *copied = 1;
-    uint32_t ct = resp->content_type;
-    size_t n = resp->len;
-    hms_payload_release(resp);
-    resp->len = n;  // what was copied, and its content type
-    resp->content_type = ct;
+hms_status_t hms_go_call(hms_client_t *client, uint32_t fn_id, const char *data, size_t len,
+                         uint32_t content_type, hms_go_scratch_t *s) {
+  s->copied = 0;
+  s->err.message[0] = 0;
+  hms_status_t st = hms_call_bytes(client, fn_id, data, len, content_type, &s->resp, -1, &s->err);
+  if (s->resp.len <= sizeof s->small) {
+    if (s->resp.len) memcpy(s->small, s->resp.data, s->resp.len);
+    size_t n = s->resp.len;
+    uint32_t ct = s->resp.content_type;
+    hms_payload_release(&s->resp);
+    s->resp.len = n;  // what was copied, and its content type
+    s->resp.content_type = ct;
+    s->copied = 1;
   }
   return st;
 }

@@ -38,11 +38,20 @@ hms_status_t hms_go_call_wait(hms_go_waiter_t *w, hms_client_t *client, uint32_t
 // From any thread: cancels the waiter's call (now, or as soon as it is submitted).
 void hms_go_waiter_cancel(hms_go_waiter_t *w, hms_client_t *client);
 
-// hms_call_bytes that also copies a reply of at most `cap` bytes into `dst` (*copied = 1, `resp`
-// released) so that the common small reply costs one crossing from Go instead of two.
-hms_status_t hms_go_call_copy(hms_client_t *client, uint32_t fn_id, const char *data, size_t len,
-                              uint32_t content_type, int64_t timeout_ns, char *dst, size_t cap, int *copied,
-                              hms_payload_t *resp, hms_error_t *err);
+// Per-call scratch space in C memory (pooled by the Go side), so a call allocates nothing on the Go
+// heap but its result and passes no Go pointers but the request.
+#define HMS_GO_SMALL_REPLY 256
+typedef struct hms_go_scratch_s {
+  hms_payload_t resp;
+  hms_error_t err;
+  int copied;  // resp.len/content_type describe `small`, resp holds nothing to release
+  char small[HMS_GO_SMALL_REPLY];
+} hms_go_scratch_t;
+
+// hms_call_bytes into `s`; a reply of at most HMS_GO_SMALL_REPLY bytes is copied into s->small and
+// released, so the common small reply costs one crossing from Go instead of two.
+hms_status_t hms_go_call(hms_client_t *client, uint32_t fn_id, const char *data, size_t len,
+                         uint32_t content_type, hms_go_scratch_t *s);
 
 // hms_subscription_recv that re-enters after EINTR, keeping the original deadline.
 hms_status_t hms_go_sub_recv(hms_subscription_t *sub, hms_message_t *msg, int64_t timeout_ns, hms_error_t *err);
