@@ -953,7 +953,7 @@ static void hms__dispatch(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uin
                        .content_type = hdr->content_type};
   hms_status_t rc = call.fn->fn(&call, &req, call.fn->user_data);
   if (hdr->flags & HMS__FRAME_F_ONEWAY) call.replied = true; /* errors of one-way calls go nowhere */
-  if (stream) {
+  if (stream && !call.replied) { /* replied: deferred (hms_call_defer): the deferred call ends it */
     /* End of stream: a final frame with the handler's status (waiting for room, like the items). */
     hms_status_t code = call.err_code ? call.err_code : rc;
     if (code == HMS_OK) {
@@ -1444,8 +1444,9 @@ HMS_API hms_status_t hms_call_defer(hms_call_t *call, hms_deferred_t **out, hms_
   if (call->deferred || call->replied)
     return hms__fail(err, HMS_FAILED_PRECONDITION, 0, "call %llu was already answered or deferred",
                      (unsigned long long)call->hdr.call_id);
-  if (call->hdr.flags & (HMS__FRAME_F_STREAM | HMS__FRAME_F_CSTREAM))
-    return hms__fail(err, HMS_FAILED_PRECONDITION, 0, "streams cannot be deferred; serve them from the handler");
+  if (call->hdr.flags & HMS__FRAME_F_CSTREAM)
+    return hms__fail(err, HMS_FAILED_PRECONDITION, 0,
+                     "client streams cannot be deferred (their items are read by the handler); serve them from it");
   hms_deferred_t *d = calloc(1, sizeof *d);
   if (!d) return hms__fail(err, HMS_RESOURCE_EXHAUSTED, ENOMEM, "out of memory");
   hms__conn_t *c = call->conn;
@@ -1486,6 +1487,11 @@ HMS_API hms_status_t hms_deferred_reply(hms_deferred_t *deferred, const char *da
              (unsigned long long)max);
     hms_deferred_fail(deferred, HMS_RESOURCE_EXHAUSTED, msg, NULL, 0, 0);
     return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0, "%s", msg);
+  } else if (call->hdr.flags & HMS__FRAME_F_STREAM) {
+    /* A server stream: `data` (if any) is its last item, then the end of the stream. */
+    if ((len && hms__write_response_wait(call, HMS_OK, HMS__FRAME_F_ITEM, content_type, data, len, NULL, 0) != HMS_OK) ||
+        hms__write_response_wait(call, HMS_OK, 0, HMS_CT_NONE, NULL, 0, NULL, 0) != HMS_OK)
+      st = hms__fail(err, HMS_CANCELLED, 0, "the caller went away or gave up; the end of the stream was dropped");
   } else if (!(call->hdr.flags & HMS__FRAME_F_ONEWAY)) {
     if (hms__write_response_wait(call, HMS_OK, 0, content_type, data, len, NULL, 0) != HMS_OK)
       st = hms__fail(err, HMS_CANCELLED, 0, "the caller went away or gave up; the reply was dropped");
@@ -1493,6 +1499,47 @@ HMS_API hms_status_t hms_deferred_reply(hms_deferred_t *deferred, const char *da
   hms__deferred_free(deferred);
   if (st == HMS_OK) hms__ok(err);
   return st;
+}
+
+HMS_API hms_status_t hms_deferred_send(hms_deferred_t *deferred, const char *data, size_t len,
+                                       uint32_t content_type, int wait, int *sent, hms_error_t *err) {
+  if (sent) *sent = 0;
+  if (!deferred || !sent) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "deferred and sent must not be NULL");
+  hms_call_t *call = &deferred->call;
+  hms__conn_t *c = call->conn;
+  if (!(call->hdr.flags & HMS__FRAME_F_STREAM))
+    return hms__fail(err, HMS_FAILED_PRECONDITION, 0,
+                     "call %llu is not a stream; the caller must open it as one (hms_stream_open / client.stream)",
+                     (unsigned long long)call->hdr.call_id);
+  if (len && !data) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "data is NULL but len is %zu", len);
+  uint64_t max = c->resp.max_frame - HMS_FRAME_HEADER_BYTES;
+  if (len > max)
+    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0,
+                     "stream item of %zu bytes exceeds the connection's max message of %llu bytes; split it", len,
+                     (unsigned long long)max);
+  if (atomic_load(&c->gone) || hms_call_is_cancelled(call) ||
+      (call->hdr.deadline_ns && hms__now_ns() >= call->hdr.deadline_ns))
+    return hms__fail(err, HMS_CANCELLED, 0, "the caller cancelled, went away or passed its deadline");
+  if (wait) {
+    if (hms__write_response_wait(call, HMS_OK, HMS__FRAME_F_ITEM, content_type, data, len, NULL, 0) != HMS_OK)
+      return hms__fail(err, HMS_CANCELLED, 0, "the caller cancelled, went away or passed its deadline");
+    *sent = 1;
+    hms__ok(err);
+    return HMS_OK;
+  }
+  uint8_t *f;
+  char why[160];
+  pthread_mutex_lock(&c->resp_lock);
+  int rc = hms__ring_reserve(&c->resp, len, &f, why, sizeof why);
+  if (rc == HMS__RING_OK) {
+    hms__fill_response(c, f, &call->hdr, HMS_OK, HMS__FRAME_F_ITEM, content_type, data, len, NULL, 0);
+    *sent = 1;
+  }
+  pthread_mutex_unlock(&c->resp_lock);
+  if (rc == HMS__RING_CORRUPT)
+    return hms__fail(err, HMS_CANCELLED, 0, "the caller corrupted its reply ring: %s", why);
+  hms__ok(err);
+  return HMS_OK;
 }
 
 HMS_API void hms_deferred_fail(hms_deferred_t *deferred, hms_status_t code, const char *message,

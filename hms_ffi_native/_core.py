@@ -158,7 +158,8 @@ class CallContext:
 
 
 class _Function:
-    __slots__ = ("name", "fn", "codec", "wants_ctx", "handle", "service", "stream", "client_stream", "is_async")
+    __slots__ = ("name", "fn", "codec", "wants_ctx", "handle", "service", "stream", "client_stream", "is_async",
+                 "is_async_gen")
 
     def __init__(self, service: "Service", name: str, fn: Callable, codec: Optional[str],
                  client_stream: bool = False) -> None:
@@ -168,8 +169,11 @@ class _Function:
         self.fn = fn
         self.codec = codec
         self.wants_ctx = _wants_context(fn)
-        self.stream = inspect.isgeneratorfunction(fn)  # a generator handler serves a stream
-        self.is_async = inspect.iscoroutinefunction(fn)  # runs on the node's event loop
+        # A generator (or async generator) handler serves a stream; coroutines and async generators
+        # run on the node's event loop.
+        self.is_async_gen = inspect.isasyncgenfunction(fn)
+        self.stream = inspect.isgeneratorfunction(fn) or self.is_async_gen
+        self.is_async = inspect.iscoroutinefunction(fn) or self.is_async_gen
         self.handle = ffi.new_handle(self)
 
 
@@ -358,6 +362,10 @@ class Service:
         if codec is not None and codec not in CODECS:
             raise InvalidArgument(f"unknown codec {codec!r}; use one of {sorted(CODECS)}")
         entry = _Function(self, name, fn, codec, client_stream)
+        if client_stream and entry.is_async:
+            raise InvalidArgument(f"handler for {name!r}: client-stream and bidirectional handlers read the caller's "
+                                  "items on the serving thread, so they must be plain functions or generators, not "
+                                  "async def")
         err = ffi.new("hms_error_t *")
         flags = ((lib.HMS_FN_IDEMPOTENT if idempotent else 0) | (lib.HMS_FN_STREAM if entry.stream else 0)
                  | (lib.HMS_FN_CLIENT_STREAM if client_stream else 0))
@@ -656,6 +664,9 @@ class Node:
         err = ffi.new("hms_error_t *")
         try:
             try:
+                if entry.is_async_gen:
+                    await self._run_async_stream(entry, arg, ctx, d, err)
+                    return
                 result = await (entry.fn(arg, ctx) if entry.wants_ctx else entry.fn(arg))
                 if type(result) is bytes and entry.codec is None:
                     out, out_ct = result, CT_RAW
@@ -677,6 +688,34 @@ class Node:
             lib.hms_deferred_reply(d, out, len(out), out_ct, err)
         finally:
             self._deferred.pop(key, None)
+
+    async def _run_async_stream(self, entry: "_Function", arg, ctx, d, err) -> None:
+        """An async generator handler: its items go out as they come; a full ring (slow consumer) is
+        waited out in a worker thread, so the event loop keeps serving everything else."""
+        agen = entry.fn(arg, ctx) if entry.wants_ctx else entry.fn(arg)
+        codec, sent = entry.codec, ffi.new("int *")
+        loop = asyncio.get_running_loop()
+        try:
+            async for item in agen:
+                if type(item) is bytes and codec is None:
+                    data, ct = item, CT_RAW
+                else:
+                    data, ct = encode(item, codec)
+                st = lib.hms_deferred_send(d, data, len(data), ct, 0, sent, err)
+                if st == 0 and not sent[0]:  # no room: the consumer is slow; wait without blocking the loop
+                    werr = ffi.new("hms_error_t *")
+                    wsent = ffi.new("int *")
+                    st = await loop.run_in_executor(
+                        None, lambda: lib.hms_deferred_send(d, data, len(data), ct, 1, wsent, werr))
+                    if st:
+                        err = werr
+                if st == lib.HMS_CANCELLED:
+                    raise asyncio.CancelledError()  # nobody listens any more
+                if st:
+                    raise error_for(st, ffi.string(err.message).decode("utf-8", "replace"))
+        finally:
+            await agen.aclose()
+        lib.hms_deferred_reply(d, ffi.NULL, 0, CT_NONE, err)  # ends the stream (dropped if the caller left)
 
     async def _watch_cancellations(self) -> None:
         # While async calls run, look every 5 ms whether their callers cancelled (or went away, or

@@ -178,6 +178,51 @@ def echo_service(node, name="py.echo", version="1.0.0"):
     return svc
 
 
+def async_stream_service(node):
+    """`py.astream`: async generator handlers (served from the node's event loop)."""
+    svc = node.service("py.astream", "1.0.0")
+    state = {"closed": 0, "started": 0}
+
+    @svc.function()
+    async def count(n):
+        state["started"] += 1
+        try:
+            for i in range(n):
+                yield i
+                if i % 1000 == 0:
+                    await asyncio.sleep(0)
+        finally:
+            state["closed"] += 1  # runs on normal end, error and cancellation alike
+
+    @svc.function()
+    async def blobs(args):
+        n, size = args
+        for i in range(n):
+            yield bytes([i % 256]) * size
+
+    @svc.function()
+    async def fail_after(k):
+        for i in range(k):
+            yield i
+        raise hms.NotFound("no more items", details={"after": k})
+
+    @svc.function()
+    async def ticking(n):
+        for i in range(n):
+            await asyncio.sleep(0.01)
+            yield i
+
+    @svc.function()
+    async def echo(x):
+        return x
+
+    @svc.function()
+    def stats(_):
+        return dict(state)
+
+    return svc
+
+
 def main() -> None:
     kind = sys.argv[1]
     spin = float(os.environ["HMS_TEST_SPIN_US"]) if "HMS_TEST_SPIN_US" in os.environ else None
@@ -188,6 +233,8 @@ def main() -> None:
         for v in sys.argv[2:]:
             svc = node.service("py.versioned", v)
             svc.add_function("version", lambda _x, v=v: v)
+    elif kind == "astream":
+        async_stream_service(node)
     elif kind == "named":
         echo_service(node, sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "1.0.0")
     else:

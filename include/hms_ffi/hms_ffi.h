@@ -292,11 +292,13 @@ HMS_API hms_status_t hms_call_recv(hms_call_t *call, hms_payload_t *item, int *e
 /// A call whose reply is sent later, from any thread: what an event-loop (async) handler needs.
 typedef struct hms_deferred_s hms_deferred_t;
 
-/// Takes over the reply of the running (non-stream) call: the handler returns at once and the reply
-/// is sent later with hms_deferred_reply() or hms_deferred_fail() — exactly one of them, once, from
-/// any thread. The request payload is NOT kept: copy what you need before returning.
+/// Takes over the reply of the running call: the handler returns at once and the reply is sent later
+/// with hms_deferred_reply() or hms_deferred_fail() — exactly one of them, once, from any thread. A
+/// server-stream call is deferred too: send its items with hms_deferred_send(), then end it with
+/// hms_deferred_reply() (OK) or hms_deferred_fail(). The request payload is NOT kept: copy what you
+/// need before returning.
 /// Ownership: *out belongs to the caller until that reply/fail, which frees it.
-/// Returns: HMS_FAILED_PRECONDITION for streams and for a call already answered or deferred.
+/// Returns: HMS_FAILED_PRECONDITION for client streams and for a call already answered or deferred.
 HMS_API hms_status_t hms_call_defer(hms_call_t *call, hms_deferred_t **out, hms_error_t *err);
 /// Returns: a call view for the accessors (hms_call_peer, hms_call_time_left_ns, hms_call_id,
 /// hms_call_function_name, hms_call_service_name, hms_call_trace, hms_call_is_cancelled), valid
@@ -304,8 +306,18 @@ HMS_API hms_status_t hms_call_defer(hms_call_t *call, hms_deferred_t **out, hms_
 HMS_API hms_call_t *hms_deferred_call(hms_deferred_t *deferred);
 /// Sends the reply and frees `deferred`. Waits (bounded by the call's deadline) while the caller's
 /// ring is full. A reply to a caller that went away or gave up is dropped (HMS_CANCELLED).
+/// For a server stream it ends the stream with OK (`data`, if not empty, is sent as its last item).
 HMS_API hms_status_t hms_deferred_reply(hms_deferred_t *deferred, const char *data, size_t len,
                                         uint32_t content_type, hms_error_t *err);
+/// Sends one item of a deferred server stream, from any thread. With `wait` == 0 it never blocks:
+/// when the caller's ring has no room, *sent is 0 and nothing was sent (try again later, or call again
+/// with wait != 0 from a thread that may block: it waits for room, bounded by the call's deadline —
+/// that is the stream's flow control). On HMS_OK with *sent == 1 the item is on its way.
+/// Returns: HMS_CANCELLED when the caller cancelled, went away or passed its deadline (stop producing
+/// and end the call with hms_deferred_fail); HMS_RESOURCE_EXHAUSTED for an item over the max message;
+/// HMS_FAILED_PRECONDITION when the call is not a server stream.
+HMS_API hms_status_t hms_deferred_send(hms_deferred_t *deferred, const char *data, size_t len,
+                                       uint32_t content_type, int wait, int *sent, hms_error_t *err);
 /// Sends an error (code, message, optional details) and frees `deferred`.
 HMS_API void hms_deferred_fail(hms_deferred_t *deferred, hms_status_t code, const char *message,
                                const char *details, size_t details_len, uint32_t details_content_type);

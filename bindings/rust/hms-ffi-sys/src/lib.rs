@@ -389,6 +389,7 @@ extern "C" {
     pub fn hms_call_defer(call: *mut hms_call_t, out: *mut *mut hms_deferred_t, err: *mut hms_error_t) -> hms_status_t;
     pub fn hms_deferred_call(deferred: *mut hms_deferred_t) -> *mut hms_call_t;
     pub fn hms_deferred_reply(deferred: *mut hms_deferred_t, data: *const c_char, len: usize, content_type: u32, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_deferred_send(deferred: *mut hms_deferred_t, data: *const c_char, len: usize, content_type: u32, wait: c_int, sent: *mut c_int, err: *mut hms_error_t) -> hms_status_t;
     pub fn hms_deferred_fail(deferred: *mut hms_deferred_t, code: hms_status_t, message: *const c_char, details: *const c_char, details_len: usize, details_content_type: u32);
     pub fn hms_call_set_error(call: *mut hms_call_t, code: hms_status_t, message: *const c_char, details: *const c_char, details_len: usize, details_content_type: u32);
     pub fn hms_call_peer(call: *const hms_call_t, pid: *mut i32, uid: *mut u32, gid: *mut u32);
