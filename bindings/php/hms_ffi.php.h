@@ -103,6 +103,7 @@ typedef struct hms_deferred_s hms_deferred_t;
 hms_status_t hms_call_defer(hms_call_t *call, hms_deferred_t **out, hms_error_t *err);
 hms_call_t *hms_deferred_call(hms_deferred_t *deferred);
 hms_status_t hms_deferred_reply(hms_deferred_t *deferred, const char *data, size_t len, uint32_t content_type, hms_error_t *err);
+hms_status_t hms_deferred_send(hms_deferred_t *deferred, const char *data, size_t len, uint32_t content_type, int wait, int *sent, hms_error_t *err);
 void hms_deferred_fail(hms_deferred_t *deferred, hms_status_t code, const char *message, const char *details, size_t details_len, uint32_t details_content_type);
 void hms_call_set_error(hms_call_t *call, hms_status_t code, const char *message, const char *details, size_t details_len, uint32_t details_content_type);
 void hms_call_peer(const hms_call_t *call, int32_t *pid, uint32_t *uid, uint32_t *gid);
@@ -271,6 +272,47 @@ size_t hms_sizeof_error(void);
 size_t hms_sizeof_payload(void);
 size_t hms_sizeof_node_options(void);
 size_t hms_sizeof_connect_options(void);
+struct ArrowSchema {
+  const char *format;
+  const char *name;
+  const char *metadata;
+  int64_t flags;
+  int64_t n_children;
+  struct ArrowSchema **children;
+  struct ArrowSchema *dictionary;
+  void(*release)(struct ArrowSchema *);
+  void *private_data;
+};
+struct ArrowArray {
+  int64_t length;
+  int64_t null_count;
+  int64_t offset;
+  int64_t n_buffers;
+  int64_t n_children;
+  const void **buffers;
+  struct ArrowArray **children;
+  struct ArrowArray *dictionary;
+  void(*release)(struct ArrowArray *);
+  void *private_data;
+};
+struct ArrowArrayStream {
+  int(*get_schema)(struct ArrowArrayStream *, struct ArrowSchema *out);
+  int(*get_next)(struct ArrowArrayStream *, struct ArrowArray *out);
+  const char *(*get_last_error)(struct ArrowArrayStream *);
+  void(*release)(struct ArrowArrayStream *);
+  void *private_data;
+};
+enum {
+  HMS_ARROW_KIND_UNSPECIFIED = 0,
+  HMS_ARROW_KIND_ARRAY = 1,
+  HMS_ARROW_KIND_CHUNKED_ARRAY = 2,
+  HMS_ARROW_KIND_RECORD_BATCH = 3,
+  HMS_ARROW_KIND_TABLE = 4
+};
+hms_status_t hms_arrow_encoded_size(const struct ArrowSchema *schema, const struct ArrowArray *const *arrays, size_t n_arrays, size_t *out_size, hms_error_t *err);
+hms_status_t hms_arrow_encode(const struct ArrowSchema *schema, const struct ArrowArray *const *arrays, size_t n_arrays, uint32_t kind, uint8_t *dst, size_t cap, size_t *written, hms_error_t *err);
+hms_status_t hms_arrow_peek(const uint8_t *src, size_t len, uint32_t *kind, size_t *n_arrays, hms_error_t *err);
+hms_status_t hms_arrow_decode(const uint8_t *src, size_t len, void(*on_release)(void *ctx), void *ctx, struct ArrowSchema *out_schema, struct ArrowArray *out_arrays, size_t max_arrays, size_t *n_arrays, hms_error_t *err);
 /* the header's integer #defines, evaluated by the preprocessor */
 enum {
   HMS_FFI_VERSION_MAJOR = 0,
@@ -293,5 +335,11 @@ enum {
   HMS_TOPIC_DEFAULT_MAX_SUBSCRIBERS = 64,
   HMS_TOPIC_MAX_SUBSCRIBERS = 1024,
   HMS_PUBLISHER_OPTIONS_VERSION = 1,
-  HMS_SUBSCRIBE_OPTIONS_VERSION = 1
+  HMS_SUBSCRIBE_OPTIONS_VERSION = 1,
+  HMS_ARROW_FORMAT_VERSION = 1,
+  HMS_ARROW_HEADER_BYTES = 64,
+  HMS_ARROW_ALIGNMENT = 64,
+  HMS_ARROW_MAX_DEPTH = 64,
+  HMS_ARROW_MAX_NODES = 1048576,
+  HMS_ARROW_MAX_FORMAT = 4096
 };
