@@ -551,6 +551,7 @@ typedef struct {
   uint32_t n_buffers, bufs;  /* bufs: first index into bufs[] */
   uint32_t n_children, kids; /* kids: first index into akids */
   int32_t dict;
+  uint64_t view_sizes;       /* views: pool offset of the validated private copy of the sizes buffer */
 } hms__arrow_adec_t;
 
 typedef struct {
@@ -811,6 +812,18 @@ static hms_status_t hms__arrow_check_array(hms__arrow_dec_t *d, uint32_t ai) {
                           (long long)i, (long long)k, (long long)o, (long long)n);
         }
       }
+      if (!st && nv) {
+        /* Consumers size the data buffers from this buffer (pyarrow does when it imports): hand
+         * them the validated private copy, so a later rewrite of the region cannot enlarge them. */
+        uint64_t pad = (8 - d->str.n % 8) % 8;
+        int64_t at = HMS__VEC_GROW(d, str, pad + 8 * (uint64_t)nv);
+        if (at < 0) {
+          st = HMS__NOMEM(d);
+        } else {
+          memcpy(d->str.v + at + pad, sz, 8 * (size_t)nv);
+          d->a.v[ai].view_sizes = (uint64_t)at + pad;
+        }
+      }
       if (sz != stack_sizes) free(sz);
       if (st) return st;
       break;
@@ -862,6 +875,7 @@ static hms_status_t hms__arrow_check_array(hms__arrow_dec_t *d, uint32_t ai) {
     }
     default: break;
   }
+  fmt = d->str.v + s->format_str; /* the pool may have moved (views) */
   if (a->dict >= 0) { /* indices of valid slots must lie in the dictionary */
     const uint8_t *valid = hms__arrow_bufp(d, a, 0), *idx = hms__arrow_bufp(d, a, 1);
     int64_t dict_len = d->a.v[a->dict].length;
@@ -1094,6 +1108,7 @@ HMS_API hms_status_t hms_arrow_decode(const uint8_t *src, size_t len, void (*on_
   }
   for (size_t i = 0; i < na; i++) {
     const hms__arrow_adec_t *n = &d.a.v[i];
+    if (d.s.v[n->snode].fmt.k == HMS__AK_VIEW && n->n_buffers > 3) bufs[n->bufs + n->n_buffers - 1] = sh->strings + n->view_sizes;
     aa[i] = (struct ArrowArray){
         .length = n->length,
         .null_count = n->null_count,

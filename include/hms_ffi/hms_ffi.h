@@ -847,7 +847,8 @@ struct ArrowArrayStream {
 /// then every buffer, each at a multiple of HMS_ARROW_ALIGNMENT from the start. Integers are in the
 /// host's byte order (the layout never leaves the host). Buffers are copied whole from their start
 /// to the end of the last element the array uses (offset + length) and the array keeps its `offset`,
-/// so a slice carries the bytes before its offset too; NULL buffers stay absent. Decoders require
+/// so a slice carries the bytes before its offset too. NULL buffers stay absent (except the offsets
+/// of an empty variable-size array, written as the single zero offset the format requires). Decoders require
 /// nodes, strings and tables to appear in the order the encoder writes them (each after the
 /// previous one), so a layout can hold no cycles and no shared subtrees.
 #define HMS_ARROW_FORMAT_VERSION 1
@@ -892,7 +893,8 @@ HMS_API hms_status_t hms_arrow_peek(const uint8_t *src, size_t len, uint32_t *ki
 
 /// Validates a layout completely and then fills `out_schema` and `out_arrays[0..*n_arrays)` with
 /// Arrow C Data Interface structs whose buffers point into src (no data is copied; formats, names,
-/// metadata, lengths and offsets are private copies, so rewriting src later cannot change them).
+/// metadata, lengths, offsets and the small sizes buffer of binary/utf8 view arrays are validated
+/// private copies, so rewriting src later cannot change them).
 ///
 /// Validation covers the header; every offset and length (inside src, no overflow, in encoder
 /// order); depth and node counts; NUL-terminated strings and well-formed metadata; the buffer and
@@ -907,7 +909,8 @@ HMS_API hms_status_t hms_arrow_peek(const uint8_t *src, size_t len, uint32_t *ki
 ///
 /// Zero-copy caveat: consumers that read values later see whatever is in src at that time. Map src
 /// read-only in the receiver; a sender that rewrites its block after sending can make a consumer
-/// read wrong values (and, for offsets it rewrites, outside the arrays) — as with any shared memory.
+/// read wrong values (and, through offsets, type ids, dictionary indices or run ends it rewrites,
+/// outside the arrays) — as with any shared memory. Senders must not touch a block once sent.
 ///
 /// Ownership: on HMS_OK every filled struct has a release callback; children and dictionaries may be
 /// moved out and released independently (C Data Interface rules). All of them share one reference
