@@ -70,7 +70,7 @@ def peer_command(lang: str) -> List[str]:
             raise PeerUnavailable("the Go peer needs `go` and `pkg-config` (install Go >= 1.24 and pkg-config)")
         exe = _build_dir() / "hms-go-peer"
         env = _env()
-        env.update(PKG_CONFIG_PATH=str(_paths.pkgconfig_dir()), GOFLAGS="-mod=mod", CGO_ENABLED="1")
+        env.update(PKG_CONFIG_PATH=str(_paths.pkgconfig_dir()), GOFLAGS="-mod=mod -buildvcs=false", CGO_ENABLED="1")
         _run([go, "build", "-o", str(exe), "./cmd/hms-go-peer"], "hms-go-peer", 900, cwd=ROOT / "bindings" / "go",
              env=env)
         return [str(exe)]
