@@ -20,6 +20,8 @@ from ._errors import (STATUS_NAMES, Aborted, AlreadyExists, Cancelled, DataLoss,
 from ._core import (CallContext, Client, Node, Service, ServiceInfo, Stream, connect, default_runtime_dir,
                     list_services)
 from ._topic import Event, EventMetadata, Message, Publisher, Subscription
+from ._remote import (RemoteClient, RemotePublisher, RemoteStream, RemoteSubscription, list_remote_services,
+                      publisher_remote, subscribe_remote)
 from ._native import ffi as _ffi
 from ._native import lib as _lib
 
@@ -32,4 +34,6 @@ __all__ = [
     "NotFound", "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted",
     "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated", "error_for",
     "STATUS_NAMES", "ABI_VERSION", "__version__",
+    "RemoteClient", "RemoteStream", "RemoteSubscription", "RemotePublisher", "subscribe_remote",
+    "publisher_remote", "list_remote_services",
 ]

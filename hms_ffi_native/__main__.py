@@ -4,6 +4,8 @@
     hms-ffi ls [--json]                     live services, versions, functions, pids
     hms-ffi call SERVICE FUNCTION [JSON]    call a function with a JSON payload (sent as CBOR)
     hms-ffi demo                            a service and a client in two processes
+    hms-ffi gateway --listen HOST:PORT [--tls-cert F --tls-key F [--tls-client-ca F]] [--insecure]
+                                            serve this host's services to other hosts over gRPC
 
 Exit codes: 0 ok, 1 the operation failed (the status name is printed), 2 usage error.
 """
@@ -49,6 +51,19 @@ def _call(args) -> int:
     return 0
 
 
+def _gateway(args) -> int:
+    from .gateway import GatewayConfigError, serve
+
+    try:
+        serve(args.listen, runtime_dir=args.runtime_dir, tls_cert=args.tls_cert, tls_key=args.tls_key,
+              tls_client_ca=args.tls_client_ca, insecure=args.insecure, max_workers=args.max_workers,
+              max_message=args.max_message)
+    except GatewayConfigError as e:
+        print(f"hms-ffi gateway: {e.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="hms-ffi", description="hms-ffi-native: cross-process calls over shared memory")
     p.add_argument("--libdir", action="store_true", help="print the directory holding libhms_ffi.so")
@@ -66,6 +81,17 @@ def main(argv=None) -> int:
     call.add_argument("--version", dest="version", default="*", help="version requirement, e.g. ^1")
     call.add_argument("--timeout", type=float, default=5.0)
     sub.add_parser("demo", help="run a service and a client in two processes")
+    gw = sub.add_parser("gateway", help="serve this host's services to other hosts over gRPC (docs/gateway.md)")
+    gw.add_argument("--listen", default="127.0.0.1:50051",
+                    help="HOST:PORT to listen on (default 127.0.0.1:50051; port 0 picks a free one)")
+    gw.add_argument("--tls-cert", help="server certificate chain (PEM)")
+    gw.add_argument("--tls-key", help="server private key (PEM)")
+    gw.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
+    gw.add_argument("--insecure", action="store_true",
+                    help="allow plaintext on a non-loopback address (only on a network you trust)")
+    gw.add_argument("--max-workers", type=int, default=64,
+                    help="RPCs served at once; each stream or subscription holds one (default 64)")
+    gw.add_argument("--max-message", type=int, default=64 << 20, help="largest message in bytes (default 64 MiB)")
     args = p.parse_args(argv)
 
     if args.libdir or args.includedir or args.pkgconfig_dir:
@@ -101,6 +127,8 @@ def main(argv=None) -> int:
             from ._demo import run
 
             return run()
+        if args.cmd == "gateway":
+            return _gateway(args)
     except FFIError as e:
         print(f"hms-ffi: {e}", file=sys.stderr)
         return 1

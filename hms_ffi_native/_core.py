@@ -1460,8 +1460,17 @@ def _default_node(runtime_dir: Optional[str]) -> Node:
 
 
 def connect(service: str, version: str = "*", *, timeout: Optional[float] = 5.0,
-            runtime_dir: Optional[str] = None, spin_us: Optional[float] = None, ring_bytes: int = 0) -> Client:
-    """Connects to a service from a process-wide client node. See :meth:`Node.connect`."""
+            runtime_dir: Optional[str] = None, spin_us: Optional[float] = None, ring_bytes: int = 0,
+            **remote) -> Client:
+    """Connects to a service from a process-wide client node. See :meth:`Node.connect`.
+    ``"grpc://host:port/SERVICE"`` reaches a service on another host through its gateway
+    (a RemoteClient, same API; ``remote`` takes its TLS options: see hms_ffi_native._remote)."""
+    if isinstance(service, str) and service.startswith(("grpc://", "grpcs://")):
+        from ._remote import connect_remote
+
+        return connect_remote(service, version, timeout=timeout, **remote)
+    if remote:
+        raise InvalidArgument(f"unexpected keyword arguments for a local service: {sorted(remote)}")
     return _default_node(runtime_dir).connect(service, version, timeout=timeout, spin_us=spin_us,
                                                ring_bytes=ring_bytes)
 
