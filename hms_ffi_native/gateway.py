@@ -265,13 +265,14 @@ class Gateway:
     CA (mutual TLS). ``runtime_dir``: whose services to expose (default: the usual one).
     ``max_message``: largest gRPC message either way (bigger ones: RESOURCE_EXHAUSTED).
     ``connect_timeout``: bound on the local handshake. ``max_workers``: RPCs served at once
-    (streams and subscriptions hold one each).
+    (streams and subscriptions hold one each). ``spin_us``: how long a thread waiting for a local
+    reply busy-polls before it sleeps (None = the core's default, 0 = never: kinder to a loaded host).
     """
 
     def __init__(self, listen: str = "127.0.0.1:0", *, runtime_dir: Optional[str] = None, tls_cert=None,
                  tls_key=None, tls_client_ca=None, insecure: bool = False, max_workers: int = 64,
                  max_message: int = W.DEFAULT_MAX_MESSAGE, connect_timeout: float = 2.0,
-                 node_name: Optional[str] = None) -> None:
+                 node_name: Optional[str] = None, spin_us: Optional[float] = None) -> None:
         host, port = split_listen(listen)
         if (tls_cert is None) != (tls_key is None):
             raise GatewayConfigError("TLS needs both --tls-cert and --tls-key")
@@ -290,7 +291,7 @@ class Gateway:
         self.max_message = max_message
         self.connect_timeout = connect_timeout
         self._codes = _grpc_codes()
-        self.node = Node(node_name or f"gateway-{os.getpid()}", runtime_dir=runtime_dir)
+        self.node = Node(node_name or f"gateway-{os.getpid()}", runtime_dir=runtime_dir, spin_us=spin_us)
         self._conns: Dict[Tuple[str, str], _LocalConn] = {}
         self._conn_locks: Dict[Tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
