@@ -39,6 +39,7 @@ typedef struct hms__item_s {
   bool more;
   uint8_t *data;
   size_t len;
+  hms_payload_t *aref; /* instead of data: an arena payload (zero copy) */
   char msg[256];
 } hms__item_t;
 #define HMS__NO_SLOT UINT32_MAX
@@ -56,6 +57,7 @@ typedef struct {
   uint32_t ct;
   uint8_t *data;
   size_t len;
+  hms_payload_t *aref; /* instead of data: an arena payload (zero copy) */
   char msg[256];
   hms__item_t *qhead, *qtail; /* STREAM mode: frames read by other threads, in order */
 } hms__slot_t;
@@ -67,7 +69,8 @@ struct hms_client_s {
   void *map;
   size_t map_len;
   hms__ring_t req, resp;
-  size_t max_message;
+  size_t max_message; /* inline: larger payloads go through the arena */
+  hms__arena_t *arena;
   pthread_mutex_t send_lock, recv_lock, slots_lock;
   uint64_t seq; /* under slots_lock */
   uint32_t free_top;
@@ -116,7 +119,19 @@ HMS_API void hms_connect_options_init(hms_connect_options_t *opts) {
   opts->spin_ns = -1;
 }
 
+static void hms__aref_drop(hms_payload_t **a) {
+  if (!*a) return;
+  hms_payload_release(*a);
+  free(*a);
+  *a = NULL;
+}
+
 static void hms__client_free(hms_client_t *c) {
+  if (c->arena) { /* before the socket and the memory it names go */
+    hms__arena_detach(c->arena);
+    hms__arena_put(c->arena);
+  }
+  c->arena = NULL;
   if (c->watch_fd >= 0) close(c->watch_fd);
   if (c->event_fd >= 0) close(c->event_fd);
   if (c->sock >= 0) close(c->sock);
@@ -126,7 +141,10 @@ static void hms__client_free(hms_client_t *c) {
   free(c->fn_names);
   free(c->fn_ids);
   free(c->fn_flags);
-  for (uint32_t i = 0; i < HMS__SLOTS; i++) free(c->slots[i].data);
+  for (uint32_t i = 0; i < HMS__SLOTS; i++) {
+    free(c->slots[i].data);
+    hms__aref_drop(&c->slots[i].aref);
+  }
   pthread_mutex_destroy(&c->send_lock);
   pthread_mutex_destroy(&c->recv_lock);
   pthread_mutex_destroy(&c->slots_lock);
@@ -174,6 +192,18 @@ static hms_status_t hms__client_dead_error(hms_client_t *c, hms_error_t *err) {
 static void hms__client_check_alive(hms_client_t *c) {
   struct pollfd p = {.fd = c->sock, .events = POLLIN | POLLRDHUP};
   if (poll(&p, 1, 0) <= 0) return;
+  if ((p.revents & POLLIN) && !(p.revents & (POLLHUP | POLLRDHUP | POLLERR)) && c->arena) {
+    /* Arena traffic from the server (segment announcements, releases), not a hang-up. */
+    char why[200];
+    int rc = hms__arena_drain(c->arena, why, sizeof why);
+    if (rc == 0) return;
+    if (rc < 0) { /* the server broke the socket protocol: as good as gone */
+      char msg[256];
+      snprintf(msg, sizeof msg, "connection to %s@%s dropped: %s; reconnect", c->service, c->version, why);
+      hms__client_kill(c, HMS_UNAVAILABLE, msg);
+      return;
+    }
+  }
   if (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLIN)) {
     char msg[256];
     snprintf(msg, sizeof msg,
@@ -358,6 +388,10 @@ static hms_status_t hms__connect_one(hms_node_t *node, hms_client_t *c, const ch
   if (st) return st;
   hms__strlcpy(c->service, service, sizeof c->service);
   hms__strlcpy(c->version, version, sizeof c->version);
+  uint8_t *base = c->map;
+  c->arena = hms__arena_new(c->sock, (_Atomic uint32_t *)(base + HMS__ARENA_C2S_HINT_OFFSET),
+                            (_Atomic uint32_t *)(base + HMS__ARENA_S2C_HINT_OFFSET), node->arena_quota);
+  if (!c->arena) return hms__fail(err, HMS_RESOURCE_EXHAUSTED, ENOMEM, "out of memory");
   return HMS_OK;
 }
 
@@ -462,7 +496,12 @@ HMS_API hms_status_t hms_client_function_at(const hms_client_t *client, uint32_t
 HMS_API const char *hms_client_service_name(const hms_client_t *client) { return client ? client->service : ""; }
 HMS_API const char *hms_client_service_version(const hms_client_t *client) { return client ? client->version : ""; }
 HMS_API int32_t hms_client_server_pid(const hms_client_t *client) { return client ? client->server_pid : 0; }
-HMS_API size_t hms_client_max_message(const hms_client_t *client) { return client ? client->max_message : 0; }
+HMS_API size_t hms_client_max_message(const hms_client_t *client) {
+  if (!client) return 0;
+  uint64_t q = hms__arena_quota(client->arena);
+  return q > client->max_message ? (size_t)q : client->max_message;
+}
+HMS_API size_t hms_client_max_inline(const hms_client_t *client) { return client ? client->max_message : 0; }
 
 /* ------------------------------------------------------------------ calls */
 static void hms__payload_free(hms_payload_t *p) { free((void *)p->data); }
@@ -476,6 +515,18 @@ static void hms__payload_set(hms_payload_t *p, uint8_t *data, size_t len, uint32
   p->private_data = NULL;
 }
 
+/* A result's payload into the caller's: the private copy, or the arena view (moved, not copied). */
+static void hms__payload_set_r(hms_payload_t *p, uint8_t *data, size_t len, uint32_t ct, hms_payload_t **aref) {
+  if (*aref) {
+    *p = **aref;
+    p->content_type = ct;
+    free(*aref);
+    *aref = NULL;
+    return;
+  }
+  hms__payload_set(p, data, len, ct);
+}
+
 typedef struct {
   hms_status_t status;
   int32_t origin;
@@ -483,6 +534,7 @@ typedef struct {
   bool more; /* a stream item: more frames follow for this call */
   uint8_t *data;
   size_t len;
+  hms_payload_t *aref; /* instead of data: an arena payload (zero copy) */
   char msg[256];
 } hms__result_t;
 
@@ -493,9 +545,31 @@ static void hms__result_error(hms__result_t *r, hms_status_t code, int32_t origi
   hms__strlcpy(r->msg, msg, sizeof r->msg);
 }
 
-/* Decodes a validated response frame into a private result (copying out of shared memory). */
-static bool hms__decode_response(const hms__frame_hdr_t *h, const uint8_t *payload, hms__result_t *r) {
+/* Decodes a validated response frame into a private result (copying out of shared memory). An arena
+ * reply becomes a view of the server's block instead (*bad set when its reference is invalid). */
+static bool hms__decode_response(hms_client_t *c, const hms__frame_hdr_t *h, const uint8_t *payload,
+                                 hms__result_t *r, char *bad, size_t bad_cap) {
   memset(r, 0, sizeof *r);
+  if (HMS__UNLIKELY(h->flags & HMS__FRAME_F_ARENA)) {
+    r->more = h->status == HMS_OK && (h->flags & HMS__FRAME_F_ITEM);
+    r->status = HMS_OK;
+    r->origin = HMS_ORIGIN_REMOTE;
+    r->ct = h->content_type;
+    hms_payload_t view;
+    if (h->status != HMS_OK || hms__arena_resolve(c->arena, payload, h->payload_len, h->content_type, &view, bad,
+                                                  bad_cap) != 0) {
+      if (h->status != HMS_OK) snprintf(bad, bad_cap, "server sent an error reply through the arena");
+      return true;
+    }
+    r->aref = malloc(sizeof *r->aref);
+    if (!r->aref) {
+      hms_payload_release(&view);
+      return false;
+    }
+    *r->aref = view;
+    r->len = view.len;
+    return true;
+  }
   r->more = h->status == HMS_OK && (h->flags & HMS__FRAME_F_ITEM);
   r->status = h->status;
   r->origin = HMS_ORIGIN_REMOTE;
@@ -532,7 +606,7 @@ static void hms__completion_from(hms_completion_t *out, uint64_t id, void *ud, h
   out->status = r->status;
   out->origin = r->origin;
   out->user_data = ud;
-  hms__payload_set(&out->payload, r->data, r->len, r->ct);
+  hms__payload_set_r(&out->payload, r->data, r->len, r->ct, &r->aref);
   memcpy(out->message, r->msg, sizeof out->message);
   r->data = NULL;
 }
@@ -547,10 +621,12 @@ static void hms__slot_free_locked(hms_client_t *c, uint32_t idx) {
   hms__slot_t *s = &c->slots[idx];
   free(s->data);
   s->data = NULL;
+  hms__aref_drop(&s->aref);
   while (s->qhead) {
     hms__item_t *it = s->qhead;
     s->qhead = it->next;
     free(it->data);
+    hms__aref_drop(&it->aref);
     free(it);
   }
   s->qtail = NULL;
@@ -573,8 +649,10 @@ static bool hms__complete_locked(hms_client_t *c, uint32_t idx, hms__result_t *r
     it->more = r->more;
     it->data = r->data;
     it->len = r->len;
+    it->aref = r->aref;
     memcpy(it->msg, r->msg, sizeof it->msg);
     r->data = NULL;
+    r->aref = NULL;
     if (s->qtail)
       s->qtail->next = it;
     else
@@ -595,7 +673,9 @@ static bool hms__complete_locked(hms_client_t *c, uint32_t idx, hms__result_t *r
   s->ct = r->ct;
   s->data = r->data;
   s->len = r->len;
+  s->aref = r->aref;
   r->data = NULL;
+  r->aref = NULL;
   memcpy(s->msg, r->msg, sizeof s->msg);
   s->state = HMS__SLOT_DONE;
   if (s->mode == HMS__MODE_QUEUE) {
@@ -624,6 +704,7 @@ static void hms__deposit(hms_client_t *c, uint64_t id, hms__result_t *r) {
   pthread_mutex_unlock(&c->slots_lock);
   free(r->data);
   r->data = NULL;
+  hms__aref_drop(&r->aref); /* nobody waits for it: the block goes back to the server */
   if (signal) hms__signal_event(c);
   if (run) pcb.cb(&pcb.comp);
 }
@@ -700,14 +781,22 @@ static int hms__read_one(hms_client_t *c, uint64_t my_id, hms__result_t *mine) {
     return HMS__WAIT_DEAD;
   }
   hms__result_t r;
-  bool ok = hms__decode_response(&h, payload, &r);
+  why[0] = 0;
+  bool ok = hms__decode_response(c, &h, payload, &r, why, sizeof why);
   hms__ring_consume(&c->resp, &h);
   hms__consumed_reply(c);
+  if (HMS__UNLIKELY(why[0])) { /* an arena reference we must not use */
+    char msg[256];
+    snprintf(msg, sizeof msg, "connection to %s@%s dropped: %s", c->service, c->version, why);
+    hms__client_kill(c, HMS_DATA_LOSS, msg);
+    return HMS__WAIT_DEAD;
+  }
   if (!ok) {
     hms__result_error(&r, HMS_RESOURCE_EXHAUSTED, HMS_ORIGIN_LOCAL, "out of memory copying a reply");
   }
   if (h.call_id == 0 && h.status != HMS_OK) { /* the server is dropping us and says why */
     free(r.data);
+    hms__aref_drop(&r.aref);
     hms__client_kill(c, r.status, r.msg);
     return HMS__WAIT_DEAD;
   }
@@ -763,7 +852,7 @@ static int hms__read_until(hms_client_t *c, uint64_t my_id, hms__result_t *mine,
 }
 
 static hms_status_t hms__finish(hms__result_t *r, hms_payload_t *resp, hms_error_t *err) {
-  hms__payload_set(resp, r->data, r->len, r->ct);
+  hms__payload_set_r(resp, r->data, r->len, r->ct, &r->aref);
   r->data = NULL;
   if (r->status == HMS_OK) {
     hms__ok(err);
@@ -826,6 +915,17 @@ static hms_status_t hms__send_frame_x(hms_client_t *c, uint16_t kind, uint16_t f
   uint8_t *f = NULL;
   char why[200];
   int rr;
+  hms__aref_wire_t wire;
+  bool copied = false;
+  if (HMS__UNLIKELY(len > c->max_message && !(flags & HMS__FRAME_F_ARENA))) {
+    /* Too big for a ring frame: one copy into our arena, the frame carries the reference. */
+    hms_status_t ast = hms__arena_copy_in(c->arena, data, len, NULL, 0, &wire, err);
+    if (ast) return ast;
+    data = &wire;
+    len = sizeof wire;
+    flags |= HMS__FRAME_F_ARENA;
+    copied = true;
+  }
   for (;;) {
     rr = hms__ring_reserve(&c->req, len, &f, why, sizeof why);
     if (rr != HMS__RING_FULL) break;
@@ -841,6 +941,7 @@ static hms_status_t hms__send_frame_x(hms_client_t *c, uint16_t kind, uint16_t f
       hms__client_check_alive(c);
   }
   if (rr != HMS__RING_OK) {
+    if (copied) hms__arena_unsend(c->arena, &wire); /* never reached the server */
     if (rr == HMS__RING_CORRUPT) {
       char msg[256];
       snprintf(msg, sizeof msg, "connection to %s@%s dropped: %s", c->service, c->version, why);
@@ -878,11 +979,11 @@ static hms_status_t hms__send_frame(hms_client_t *c, uint16_t kind, uint16_t fla
 
 static hms_status_t hms__check_request(hms_client_t *c, const char *data, size_t len, hms_error_t *err) {
   if (len && !data) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "request data is NULL but len is %zu", len);
-  if (len > c->max_message)
+  if (len > c->max_message && len > hms_client_max_message(c))
     return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0,
-                     "request of %zu bytes exceeds this connection's max message of %zu bytes; connect with a "
-                     "larger ring_bytes (max message = ring/4 - 64) or split the payload",
-                     len, c->max_message);
+                     "request of %zu bytes exceeds this connection's max message (its arena quota) of %zu bytes; "
+                     "raise the quota (hms_client_set_arena_quota / arena_quota=) or split the payload",
+                     len, hms_client_max_message(c));
   if (atomic_load_explicit(&c->dead, memory_order_acquire)) return hms__client_dead_error(c, err);
   return HMS_OK;
 }
@@ -902,8 +1003,10 @@ static hms_status_t hms__wait_slot(hms_client_t *c, uint32_t idx, uint64_t id, i
       out->ct = s->ct;
       out->data = s->data;
       out->len = s->len;
+      out->aref = s->aref;
       memcpy(out->msg, s->msg, sizeof out->msg);
       s->data = NULL;
+      s->aref = NULL;
       hms__slot_free_locked(c, idx);
       pthread_mutex_unlock(&c->slots_lock);
       return HMS_OK;
@@ -1035,9 +1138,11 @@ static size_t hms__harvest(hms_client_t *c, hms_completion_t *out, size_t max) {
     hms__slot_t *s = &c->slots[idx];
     c->done_head = s->next_done;
     if (c->done_head == HMS__NO_SLOT) c->done_tail = HMS__NO_SLOT;
-    hms__result_t r = {.status = s->status, .origin = s->origin, .ct = s->ct, .data = s->data, .len = s->len};
+    hms__result_t r = {.status = s->status, .origin = s->origin, .ct = s->ct, .data = s->data, .len = s->len,
+                       .aref = s->aref};
     memcpy(r.msg, s->msg, sizeof r.msg);
     s->data = NULL;
+    s->aref = NULL;
     hms__completion_from(&out[n++], s->id, s->user_data, &r);
     hms__slot_free_locked(c, idx);
   }
@@ -1306,7 +1411,7 @@ HMS_API hms_status_t hms_stream_open(hms_client_t *client, uint32_t fn_id, const
 static hms_status_t hms__stream_deliver(hms_stream_t *s, hms__result_t *r, hms_payload_t *item, int *end,
                                         hms_error_t *err) {
   if (r->more) {
-    hms__payload_set(item, r->data, r->len, r->ct);
+    hms__payload_set_r(item, r->data, r->len, r->ct, &r->aref);
     r->data = NULL;
     hms__ok(err);
     return HMS_OK;
@@ -1315,7 +1420,7 @@ static hms_status_t hms__stream_deliver(hms_stream_t *s, hms__result_t *r, hms_p
   s->final = r->status;
   if (r->status == HMS_OK && (r->len || r->ct != HMS_CT_NONE)) {
     /* The single reply of a client stream: an item now, the end on the next call. */
-    hms__payload_set(item, r->data, r->len, r->ct);
+    hms__payload_set_r(item, r->data, r->len, r->ct, &r->aref);
     r->data = NULL;
     hms__ok(err);
     return HMS_OK;
@@ -1323,6 +1428,7 @@ static hms_status_t hms__stream_deliver(hms_stream_t *s, hms__result_t *r, hms_p
   if (r->status == HMS_OK) {
     free(r->data);
     r->data = NULL;
+    hms__aref_drop(&r->aref);
     *end = 1;
     hms__ok(err);
     return HMS_OK;
@@ -1367,7 +1473,7 @@ HMS_API hms_status_t hms_stream_next(hms_stream_t *stream, hms_payload_t *item, 
     pthread_mutex_unlock(&c->slots_lock);
     if (it) {
       hms__result_t r = {.status = it->status, .origin = it->origin, .ct = it->ct, .more = it->more,
-                         .data = it->data, .len = it->len};
+                         .data = it->data, .len = it->len, .aref = it->aref};
       memcpy(r.msg, it->msg, sizeof r.msg);
       free(it);
       return hms__stream_deliver(s, &r, item, end, err);
@@ -1481,4 +1587,78 @@ HMS_API hms_status_t hms_stream_finish(hms_stream_t *stream, hms_error_t *err) {
   hms_status_t st = hms__stream_frame(stream, HMS__FRAME_END, NULL, 0, HMS_CT_NONE, err);
   if (st == HMS_OK) atomic_store(&stream->finished, true);
   return st;
+}
+
+/* ------------------------------------------------------------------ arena: loans and stats */
+HMS_API hms_status_t hms_loan(hms_client_t *client, size_t size, hms_block_t *block, hms_error_t *err) {
+  if (!client || !block) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "client and block must not be NULL");
+  if (atomic_load_explicit(&client->dead, memory_order_acquire)) {
+    memset(block, 0, sizeof *block);
+    return hms__client_dead_error(client, err);
+  }
+  return hms__block_loan(client->arena, size, block, err);
+}
+
+HMS_API hms_status_t hms_call_block(hms_client_t *client, uint32_t fn_id, hms_block_t *block, size_t len,
+                                    uint32_t content_type, hms_payload_t *resp, int64_t timeout_ns,
+                                    hms_error_t *err) {
+  if (resp) hms__payload_set(resp, NULL, 0, HMS_CT_NONE);
+  if (!client || !resp) {
+    hms_block_release(block);
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "client and resp must not be NULL");
+  }
+  hms_client_t *c = client;
+  hms__aref_wire_t wire;
+  hms__arena_t *a = NULL;
+  hms_status_t st = hms__block_take(block, len, c->arena, &wire, &a, err);
+  if (st) {
+    hms_block_release(block);
+    return st;
+  }
+  if (atomic_load_explicit(&c->dead, memory_order_acquire)) st = hms__client_dead_error(c, err);
+  int64_t deadline = hms__deadline_from_timeout(timeout_ns);
+  uint64_t id = 0;
+  uint32_t idx = HMS__NO_SLOT;
+  if (st == HMS_OK) {
+    idx = hms__slot_take(c, HMS__MODE_SYNC, deadline, NULL, NULL, &id);
+    if (idx == HMS__NO_SLOT)
+      st = hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0, "more than %d calls in flight on one client", HMS__SLOTS);
+  }
+  if (st == HMS_OK) {
+    pthread_mutex_lock(&c->send_lock);
+    st = hms__send_frame(c, HMS__FRAME_REQUEST, HMS__FRAME_F_ARENA, fn_id, content_type, id, deadline, &wire,
+                         sizeof wire, err);
+    if (st == HMS_OK) hms__ring_server(c);
+    pthread_mutex_unlock(&c->send_lock);
+    if (st) hms__slot_release(c, idx);
+  }
+  if (st) {
+    hms__arena_unsend(a, &wire);
+    hms__arena_put(a);
+    return st;
+  }
+  hms__arena_put(a);
+  hms__result_t r;
+  hms__wait_slot(c, idx, id, deadline, &r);
+  return hms__finish(&r, resp, err);
+}
+
+HMS_API hms_status_t hms_client_set_arena_quota(hms_client_t *client, uint64_t bytes, hms_error_t *err) {
+  if (!client) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "client is NULL");
+  hms__arena_set_quota(client->arena, bytes);
+  hms__ok(err);
+  return HMS_OK;
+}
+
+HMS_API hms_status_t hms_client_arena_stats(hms_client_t *client, hms_arena_stats_t *stats, hms_error_t *err) {
+  if (!client || !stats) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "client and stats must not be NULL");
+  if (stats->version < 1 || stats->version > HMS_ARENA_STATS_VERSION)
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "hms_arena_stats_t.version is %u; call hms_arena_stats_init",
+                     stats->version);
+  hms_arena_stats_init(stats);
+  char why[200];
+  if (client->arena && !atomic_load(&client->dead)) hms__arena_drain(client->arena, why, sizeof why);
+  hms__arena_stats_add(client->arena, stats);
+  hms__ok(err);
+  return HMS_OK;
 }

@@ -59,6 +59,7 @@ typedef struct hms__conn_s {
   pthread_mutex_t resp_lock;
   bool dead;
   bool blocked; /* its replies do not fit: wait for the client's doorbell, do not spin on it */
+  hms__arena_t *arena; /* our replies too big for a ring frame; the client's requests we map */
 } hms__conn_t;
 
 HMS_API void hms_node_options_init(hms_node_options_t *opts) {
@@ -129,6 +130,7 @@ static void hms__conn_unref(hms__conn_t *c) {
   if (c->client_bell >= 0) close(c->client_bell);
   if (c->sock >= 0) close(c->sock);
   if (c->map) munmap(c->map, c->map_len);
+  hms__arena_put(c->arena);
   pthread_mutex_destroy(&c->resp_lock);
   free(c);
 }
@@ -143,6 +145,8 @@ static void hms__conn_drop(hms_node_t *node, size_t idx) {
   }
   epoll_ctl(node->epfd, EPOLL_CTL_DEL, c->sock, NULL);
   if (c->bell >= 0) epoll_ctl(node->epfd, EPOLL_CTL_DEL, c->bell, NULL);
+  /* Blocks the client held come back; views our handlers kept stay mapped until released. */
+  hms__arena_detach(c->arena);
   /* Closing the socket is what tells the client (POLLHUP) that every pending call is lost. */
   close(c->sock);
   c->sock = -1;
@@ -492,6 +496,9 @@ static bool hms__handshake(hms_node_t *node, hms__conn_t *c) {
   c->map = map;
   c->map_len = total;
   c->bell = bell;
+  c->arena = hms__arena_new(c->sock, (_Atomic uint32_t *)(base + HMS__ARENA_S2C_HINT_OFFSET),
+                            (_Atomic uint32_t *)(base + HMS__ARENA_C2S_HINT_OFFSET), node->arena_quota);
+  if (!c->arena) return false;
   struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->bell_tag};
   epoll_ctl(node->epfd, EPOLL_CTL_ADD, bell, &ev);
   c->state = HMS__CONN_ACTIVE;
@@ -499,6 +506,11 @@ static bool hms__handshake(hms_node_t *node, hms__conn_t *c) {
 }
 
 /* ------------------------------------------------------------------ calls */
+static uint64_t hms__conn_max_message(hms__conn_t *c) {
+  uint64_t inl = c->resp.max_frame - HMS_FRAME_HEADER_BYTES, q = hms__arena_quota(c->arena);
+  return q > inl ? q : inl;
+}
+
 static inline void hms__wake_client(hms__conn_t *c) {
   atomic_thread_fence(memory_order_seq_cst);
   uint32_t how = atomic_load_explicit(&c->resp.ctl->consumer_sleeping, memory_order_relaxed);
@@ -544,24 +556,62 @@ static inline void hms__resp_unlock(hms__conn_t *c, bool locked) {
   if (locked) pthread_mutex_unlock(&c->resp_lock);
 }
 
-static bool hms__write_response(hms__conn_t *c, const hms__frame_hdr_t *req, int32_t status, uint32_t ct,
-                                const void *a, size_t alen, const void *b, size_t blen) {
+/* A reply too big for a ring frame: copied once into our arena; the frame carries the reference. */
+static hms_status_t hms__arena_reply(hms__conn_t *c, const void **a, size_t *alen, const void **b, size_t *blen,
+                                     uint16_t *flags, hms__aref_wire_t *wire, hms_error_t *err) {
+  hms_status_t st = hms__arena_copy_in(c->arena, *a, *alen, *b, *blen, wire, err);
+  if (st) return st;
+  *a = wire;
+  *alen = sizeof *wire;
+  *b = NULL;
+  *blen = 0;
+  *flags |= HMS__FRAME_F_ARENA;
+  return HMS_OK;
+}
+
+static bool hms__write_response_f(hms__conn_t *c, const hms__frame_hdr_t *req, int32_t status, uint16_t flags,
+                                  uint32_t ct, const void *a, size_t alen, const void *b, size_t blen) {
   uint8_t *f;
   char why[160];
+  hms__aref_wire_t wire;
+  if (HMS__UNLIKELY(alen + blen > c->resp.max_frame - HMS_FRAME_HEADER_BYTES) && !(flags & HMS__FRAME_F_ARENA) &&
+      hms__arena_reply(c, &a, &alen, &b, &blen, &flags, &wire, NULL) != HMS_OK)
+    return false;
   bool locked = hms__resp_lock(c);
   bool ok = hms__ring_reserve(&c->resp, alen + blen, &f, why, sizeof why) == HMS__RING_OK;
-  if (ok) hms__fill_response(c, f, req, status, 0, ct, a, alen, b, blen);
+  if (ok) hms__fill_response(c, f, req, status, flags, ct, a, alen, b, blen);
   hms__resp_unlock(c, locked);
+  if (!ok && (flags & HMS__FRAME_F_ARENA)) hms__arena_unsend(c->arena, (const hms__aref_wire_t *)a);
   return ok;
+}
+
+static bool hms__write_response(hms__conn_t *c, const hms__frame_hdr_t *req, int32_t status, uint32_t ct,
+                                const void *a, size_t alen, const void *b, size_t blen) {
+  return hms__write_response_f(c, req, status, 0, ct, a, alen, b, blen);
 }
 
 HMS_API int hms_call_is_cancelled(hms_call_t *call);
 static bool hms__cancel_requested(hms_call_t *call);
 
+static hms_status_t hms__write_response_wait_x(hms_call_t *call, int32_t status, uint16_t flags, uint32_t ct,
+                                               const void *a, size_t alen, const void *b, size_t blen);
 /* Writes a response frame of a stream, waiting while the client's ring is full (flow control).
- * Returns HMS_OK, or HMS_CANCELLED when the caller cancelled, died, or its deadline passed. */
+ * Returns HMS_OK, or HMS_CANCELLED when the caller cancelled, died, or its deadline passed;
+ * HMS_RESOURCE_EXHAUSTED when a large payload found no room in the arena. */
 static hms_status_t hms__write_response_wait(hms_call_t *call, int32_t status, uint16_t flags, uint32_t ct,
                                              const void *a, size_t alen, const void *b, size_t blen) {
+  hms__conn_t *c = call->conn;
+  hms__aref_wire_t wire;
+  if (HMS__UNLIKELY(alen + blen > c->resp.max_frame - HMS_FRAME_HEADER_BYTES) && !(flags & HMS__FRAME_F_ARENA)) {
+    if (hms__arena_reply(c, &a, &alen, &b, &blen, &flags, &wire, NULL) != HMS_OK) return HMS_RESOURCE_EXHAUSTED;
+  }
+  hms_status_t st = hms__write_response_wait_x(call, status, flags, ct, a, alen, b, blen);
+  if (st != HMS_OK && (flags & HMS__FRAME_F_ARENA)) hms__arena_unsend(c->arena, (const hms__aref_wire_t *)a);
+  return st;
+}
+
+static hms_status_t hms__write_response_wait_x(hms_call_t *call, int32_t status, uint16_t flags, uint32_t ct,
+                                               const void *a, size_t alen, const void *b, size_t blen) {
   hms__conn_t *c = call->conn;
   for (;;) {
     if (atomic_load(&c->gone) || (!call->deferred && c->dead)) return HMS_CANCELLED;
@@ -607,13 +657,19 @@ HMS_API hms_status_t hms_call_send(hms_call_t *call, const char *data, size_t le
                      "call %llu is not a stream; the caller must open it as one (hms_stream_open / client.stream)",
                      (unsigned long long)call->hdr.call_id);
   if (len && !data) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "data is NULL but len is %zu", len);
-  uint64_t max = call->conn->resp.max_frame - HMS_FRAME_HEADER_BYTES;
+  uint64_t max = hms__conn_max_message(call->conn);
   if (len > max)
     return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0,
-                     "stream item of %zu bytes exceeds the connection's max message of %llu bytes; split it", len,
-                     (unsigned long long)max);
-  if (hms__cancel_requested(call) || (call->hdr.deadline_ns && hms__now_ns() >= call->hdr.deadline_ns) ||
-      hms__write_response_wait(call, HMS_OK, HMS__FRAME_F_ITEM, content_type, data, len, NULL, 0) != HMS_OK)
+                     "stream item of %zu bytes exceeds the connection's max message (arena quota) of %llu bytes; "
+                     "split it",
+                     len, (unsigned long long)max);
+  if (hms__cancel_requested(call) || (call->hdr.deadline_ns && hms__now_ns() >= call->hdr.deadline_ns))
+    return hms__fail(err, HMS_CANCELLED, 0, "the caller cancelled the stream or went away; stop producing");
+  hms_status_t wst = hms__write_response_wait(call, HMS_OK, HMS__FRAME_F_ITEM, content_type, data, len, NULL, 0);
+  if (wst == HMS_RESOURCE_EXHAUSTED)
+    return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0,
+                     "no room in the arena for a stream item of %zu bytes: the caller holds too many blocks", len);
+  if (wst != HMS_OK)
     return hms__fail(err, HMS_CANCELLED, 0, "the caller cancelled the stream or went away; stop producing");
   hms__ok(err);
   return HMS_OK;
@@ -681,6 +737,17 @@ HMS_API hms_status_t hms_call_recv(hms_call_t *call, hms_payload_t *item, int *e
         call->in_ended = true;
         *end = 1;
         free(d->payload);
+      } else if (d->hdr.flags & HMS__FRAME_F_ARENA) {
+        int bad = hms__arena_resolve(c->arena, d->payload, d->hdr.payload_len, d->hdr.content_type, item, why,
+                                     sizeof why);
+        free(d->payload);
+        free(d);
+        if (bad) {
+          c->dead = true;
+          return hms__fail(err, HMS_CANCELLED, 0, "the caller sent a bad arena reference (%s); dropped", why);
+        }
+        hms__ok(err);
+        return HMS_OK;
       } else {
         item->data = d->payload;
         item->len = d->hdr.payload_len;
@@ -700,6 +767,17 @@ HMS_API hms_status_t hms_call_recv(hms_call_t *call, hms_payload_t *item, int *e
     }
     if (rc == HMS__RING_OK) {
       bool mine = h.call_id == id;
+      if (mine && h.kind == HMS__FRAME_DATA && (h.flags & HMS__FRAME_F_ARENA)) {
+        int bad = hms__arena_resolve(c->arena, payload, h.payload_len, h.content_type, item, why, sizeof why);
+        hms__ring_consume(&c->req, &h);
+        hms__req_consumed(c);
+        if (bad) {
+          c->dead = true;
+          return hms__fail(err, HMS_CANCELLED, 0, "the caller sent a bad arena reference (%s); dropped", why);
+        }
+        hms__ok(err);
+        return HMS_OK;
+      }
       if (mine && h.kind == HMS__FRAME_DATA) {
         uint8_t *p = malloc(h.payload_len ? h.payload_len : 1);
         if (!p) return hms__fail(err, HMS_RESOURCE_EXHAUSTED, ENOMEM, "out of memory for a stream item");
@@ -798,11 +876,11 @@ HMS_API hms_status_t hms_call_reply(hms_call_t *call, const char *data, size_t l
     return hms__fail(err, HMS_FAILED_PRECONDITION, 0, "call %llu was already answered",
                      (unsigned long long)call->hdr.call_id);
   if (len && !data) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "data is NULL but len is %zu", len);
-  uint64_t max = call->conn->resp.max_frame - HMS_FRAME_HEADER_BYTES;
+  uint64_t max = hms__conn_max_message(call->conn);
   if (len > max)
     return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0,
-                     "reply of %zu bytes exceeds the connection's max message of %llu bytes; have the client "
-                     "connect with a larger ring_bytes or split the reply",
+                     "reply of %zu bytes exceeds the connection's max message (arena quota) of %llu bytes; raise "
+                     "the server's arena quota or split the reply",
                      len, (unsigned long long)max);
   if (call->hdr.flags & HMS__FRAME_F_ONEWAY) { /* nobody waits for it */
     call->replied = true;
@@ -810,9 +888,18 @@ HMS_API hms_status_t hms_call_reply(hms_call_t *call, const char *data, size_t l
     return HMS_OK;
   }
   if (call->hdr.flags & HMS__FRAME_F_STREAM) return hms_call_send(call, data, len, content_type, err);
-  if (!hms__write_response(call->conn, &call->hdr, HMS_OK, content_type, data, len, NULL,
-                           0))
+  hms_error_t aerr;
+  aerr.message[0] = 0;
+  if (len > call->conn->resp.max_frame - HMS_FRAME_HEADER_BYTES) {
+    hms__aref_wire_t wire;
+    hms_status_t ast = hms__arena_copy_in(call->conn->arena, data, len, NULL, 0, &wire, &aerr);
+    if (ast) return hms__fail(err, ast, 0, "%s", aerr.message);
+    if (!hms__write_response_f(call->conn, &call->hdr, HMS_OK, HMS__FRAME_F_ARENA, content_type, &wire,
+                               sizeof wire, NULL, 0))
+      return hms__fail(err, HMS_INTERNAL, 0, "response ring unexpectedly full");
+  } else if (!hms__write_response(call->conn, &call->hdr, HMS_OK, content_type, data, len, NULL, 0)) {
     return hms__fail(err, HMS_INTERNAL, 0, "response ring unexpectedly full");
+  }
   call->replied = true;
   hms__ok(err);
   return HMS_OK;
@@ -905,7 +992,41 @@ HMS_API void hms_call_trace(const hms_call_t *call, uint8_t trace_id[16], uint8_
   if (flags) *flags = (call->hdr.flags & HMS__FRAME_F_TRACE_SAMPLED) ? 1 : 0;
 }
 
+/* A frame dropped without being handled: an arena block it names goes back to the client. */
+static void hms__drop_payload(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uint8_t *payload) {
+  if (HMS__LIKELY(!(hdr->flags & HMS__FRAME_F_ARENA)) || hdr->payload_len != sizeof(hms__aref_wire_t)) return;
+  hms__aref_wire_t w;
+  memcpy(&w, payload, sizeof w);
+  hms__arena_release_wire(c->arena, &w);
+}
+
+static void hms__dispatch_x(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uint8_t *payload, bool consumed,
+                            hms_payload_t *areq);
+
+/* Runs a request. An arena request is resolved into a view of the client's block first (an invalid
+ * reference drops the connection) and the block goes back after the handler, unless it took it. */
 static void hms__dispatch(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uint8_t *payload, bool consumed) {
+  if (HMS__LIKELY(!(hdr->flags & HMS__FRAME_F_ARENA))) {
+    hms__dispatch_x(c, hdr, payload, consumed, NULL);
+    return;
+  }
+  hms_payload_t areq;
+  char why[200];
+  if (hms__arena_resolve(c->arena, payload, hdr->payload_len, hdr->content_type, &areq, why, sizeof why) != 0) {
+    hms__frame_hdr_t none;
+    memset(&none, 0, sizeof none);
+    char msg[256];
+    snprintf(msg, sizeof msg, "server dropped the connection: %s", why);
+    hms__write_error(c, &none, HMS_DATA_LOSS, msg, NULL, 0, 0);
+    c->dead = true;
+    return;
+  }
+  hms__dispatch_x(c, hdr, payload, consumed, &areq);
+  hms_payload_release(&areq); /* no-op when the handler took it */
+}
+
+static void hms__dispatch_x(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uint8_t *payload, bool consumed,
+                            hms_payload_t *areq) {
   hms_service_t *svc = c->svc;
   char msg[256];
   if (hdr->deadline_ns != 0 && hms__now_ns() >= hdr->deadline_ns) {
@@ -931,6 +1052,7 @@ static void hms__dispatch(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uin
   call.err_details_ct = 0;
   call.in_ended = false;
   call.deferred = false;
+  call.arena_req = areq;
   call.conn = c;
   call.fn = svc->fns[hdr->fn_id - 1];
   call.hdr = *hdr;
@@ -951,6 +1073,10 @@ static void hms__dispatch(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uin
   hms_payload_t req = {.data = payload,
                        .len = hdr->payload_len,
                        .content_type = hdr->content_type};
+  if (areq) {
+    req.data = areq->data;
+    req.len = areq->len;
+  }
   hms_status_t rc = call.fn->fn(&call, &req, call.fn->user_data);
   if (hdr->flags & HMS__FRAME_F_ONEWAY) call.replied = true; /* errors of one-way calls go nowhere */
   if (stream && !call.replied) { /* replied: deferred (hms_call_defer): the deferred call ends it */
@@ -995,7 +1121,8 @@ static void hms__dispatch(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uin
 /* The batch handler for a request frame, or NULL: only plain one-way requests of a function that has one. */
 static hms_batch_handler_fn hms__batch_fn_for(const hms__conn_t *c, const hms__frame_hdr_t *h, void **ud) {
   if (h->kind != HMS__FRAME_REQUEST ||
-      (h->flags & (HMS__FRAME_F_ONEWAY | HMS__FRAME_F_STREAM | HMS__FRAME_F_CSTREAM)) != HMS__FRAME_F_ONEWAY)
+      (h->flags & (HMS__FRAME_F_ONEWAY | HMS__FRAME_F_STREAM | HMS__FRAME_F_CSTREAM | HMS__FRAME_F_ARENA)) !=
+          HMS__FRAME_F_ONEWAY) /* arena payloads go through hms__dispatch (zero copy) */
     return NULL;
   uint32_t nf = atomic_load_explicit(&c->svc->nfns, memory_order_acquire);
   if (h->fn_id == 0 || h->fn_id > nf) return NULL;
@@ -1058,7 +1185,8 @@ static int hms__dispatch_oneway_batch(hms__conn_t *c, const hms__frame_hdr_t *fi
     /* The next frame joins the run only if it is another plain one-way call of the same function. */
     if (hms__ring_peek(&c->req, &h, &p, why, sizeof why) != HMS__RING_OK) break; /* the drain loop reports corruption */
     if (h.kind != HMS__FRAME_REQUEST || h.fn_id != first->fn_id ||
-        (h.flags & (HMS__FRAME_F_ONEWAY | HMS__FRAME_F_STREAM | HMS__FRAME_F_CSTREAM)) != HMS__FRAME_F_ONEWAY)
+        (h.flags & (HMS__FRAME_F_ONEWAY | HMS__FRAME_F_STREAM | HMS__FRAME_F_CSTREAM | HMS__FRAME_F_ARENA)) !=
+            HMS__FRAME_F_ONEWAY)
       break;
   }
   if (n == 0) return consumed;
@@ -1151,6 +1279,7 @@ static int hms__drain(hms__conn_t *c) {
       continue;
     }
     if (rc == HMS__RING_OK && (hdr.kind == HMS__FRAME_DATA || hdr.kind == HMS__FRAME_END)) {
+      hms__drop_payload(c, &hdr, payload);
       HMS__RELEASE_FRAME(); /* items of a client stream whose handler already returned */
       continue;
     }
@@ -1162,6 +1291,7 @@ static int hms__drain(hms__conn_t *c) {
       if (hms__conn_cancelled(c, hdr.call_id) ||
           (atomic_load_explicit(&c->req.ctl->cancels, memory_order_acquire) != c->ncancelled &&
            hms__ring_scan_ahead(&c->req, &scan, hms__is_cancel_for, &hdr.call_id, 4096))) {
+        hms__drop_payload(c, &hdr, payload);
         HMS__RELEASE_FRAME();
         continue;
       }
@@ -1251,11 +1381,10 @@ static bool hms__handle_events(hms_node_t *node, int timeout_ms, bool *interrupt
         } else if (c->state == HMS__CONN_HANDSHAKE) {
           if (!hms__handshake(node, c)) c->dead = true;
         } else {
-          /* Nothing is expected on an active connection's socket: a peer talking is a protocol error. */
-          char b[16];
-          ssize_t r = recv(c->sock, b, sizeof b, MSG_DONTWAIT);
-          if (r == 0 || (r < 0 && errno != EAGAIN)) c->dead = true;
-          if (r > 0) c->dead = true;
+          /* Only arena traffic (segment announcements, releases) is expected on an active connection's
+           * socket; anything else is a protocol error. */
+          char why[200];
+          if (hms__arena_drain(c->arena, why, sizeof why) != 0) c->dead = true;
         }
         break;
       }
@@ -1453,6 +1582,7 @@ HMS_API hms_status_t hms_call_defer(hms_call_t *call, hms_deferred_t **out, hms_
   atomic_fetch_add(&c->refs, 1);
   atomic_fetch_add_explicit(&c->deferred_out, 1, memory_order_acq_rel);
   d->call = *call;
+  d->call.arena_req = NULL; /* the request is not kept (the dispatcher releases it) */
   d->call.deferred = true;
   d->call.replied = false;
   d->call.err_details = NULL;
@@ -1477,7 +1607,7 @@ HMS_API hms_status_t hms_deferred_reply(hms_deferred_t *deferred, const char *da
   if (!deferred) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "deferred is NULL");
   hms_call_t *call = &deferred->call;
   hms__conn_t *c = call->conn;
-  uint64_t max = c->resp.max_frame - HMS_FRAME_HEADER_BYTES;
+  uint64_t max = hms__conn_max_message(c);
   hms_status_t st = HMS_OK;
   if (len && !data) {
     st = hms__fail(err, HMS_INVALID_ARGUMENT, 0, "data is NULL but len is %zu", len);
@@ -1493,8 +1623,18 @@ HMS_API hms_status_t hms_deferred_reply(hms_deferred_t *deferred, const char *da
         hms__write_response_wait(call, HMS_OK, 0, HMS_CT_NONE, NULL, 0, NULL, 0) != HMS_OK)
       st = hms__fail(err, HMS_CANCELLED, 0, "the caller went away or gave up; the end of the stream was dropped");
   } else if (!(call->hdr.flags & HMS__FRAME_F_ONEWAY)) {
-    if (hms__write_response_wait(call, HMS_OK, 0, content_type, data, len, NULL, 0) != HMS_OK)
+    hms_status_t wst = hms__write_response_wait(call, HMS_OK, 0, content_type, data, len, NULL, 0);
+    if (wst == HMS_RESOURCE_EXHAUSTED) {
+      char msg[256];
+      int ml = snprintf(msg + 4, sizeof msg - 4, "no room in the arena for a reply of %zu bytes: the caller holds "
+                        "too many blocks", len);
+      uint32_t m32 = ml < 0 ? 0 : (uint32_t)(ml < (int)sizeof msg - 4 ? ml : (int)sizeof msg - 5);
+      memcpy(msg, &m32, 4);
+      hms__write_response_wait(call, HMS_RESOURCE_EXHAUSTED, 0, HMS_CT_NONE, msg, 4 + m32, NULL, 0);
+      st = hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0, "%s", msg + 4);
+    } else if (wst != HMS_OK) {
       st = hms__fail(err, HMS_CANCELLED, 0, "the caller went away or gave up; the reply was dropped");
+    }
   }
   hms__deferred_free(deferred);
   if (st == HMS_OK) hms__ok(err);
@@ -1566,4 +1706,90 @@ HMS_API void hms_deferred_fail(hms_deferred_t *deferred, hms_status_t code, cons
     }
   }
   hms__deferred_free(deferred);
+}
+
+/* ------------------------------------------------------------------ arena: loans, taking requests, stats */
+HMS_API hms_status_t hms_call_loan(hms_call_t *call, size_t size, hms_block_t *block, hms_error_t *err) {
+  if (!call || !block) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "call and block must not be NULL");
+  return hms__block_loan(call->conn->arena, size, block, err);
+}
+
+HMS_API hms_status_t hms_call_reply_block(hms_call_t *call, hms_block_t *block, size_t len, uint32_t content_type,
+                                          hms_error_t *err) {
+  if (!call) {
+    hms_block_release(block);
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "call is NULL");
+  }
+  if (call->replied || call->deferred) {
+    hms_block_release(block);
+    return hms__fail(err, HMS_FAILED_PRECONDITION, 0, "call %llu was already answered or is deferred",
+                     (unsigned long long)call->hdr.call_id);
+  }
+  hms__conn_t *c = call->conn;
+  hms__aref_wire_t wire;
+  hms__arena_t *a = NULL;
+  hms_status_t st = hms__block_take(block, len, c->arena, &wire, &a, err);
+  if (st) {
+    hms_block_release(block);
+    return st;
+  }
+  if (call->hdr.flags & HMS__FRAME_F_ONEWAY) { /* nobody waits for it */
+    hms__arena_unsend(a, &wire);
+    hms__arena_put(a);
+    call->replied = true;
+    hms__ok(err);
+    return HMS_OK;
+  }
+  bool stream = (call->hdr.flags & HMS__FRAME_F_STREAM) != 0;
+  bool ok;
+  if (stream)
+    ok = hms__write_response_wait(call, HMS_OK, HMS__FRAME_F_ITEM | HMS__FRAME_F_ARENA, content_type, &wire,
+                                  sizeof wire, NULL, 0) == HMS_OK;
+  else
+    ok = hms__write_response_f(c, &call->hdr, HMS_OK, HMS__FRAME_F_ARENA, content_type, &wire, sizeof wire, NULL,
+                               0); /* frees the block itself when it fails */
+  hms__arena_put(a);
+  if (!ok) return hms__fail(err, stream ? HMS_CANCELLED : HMS_INTERNAL, 0,
+                            stream ? "the caller cancelled the stream or went away" : "response ring unexpectedly full");
+  if (!stream) call->replied = true;
+  hms__ok(err);
+  return HMS_OK;
+}
+
+HMS_API hms_status_t hms_call_take_request(hms_call_t *call, hms_payload_t *out, hms_error_t *err) {
+  if (out) memset(out, 0, sizeof *out);
+  if (!call || !out) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "call and out must not be NULL");
+  if (call->deferred) return hms__fail(err, HMS_FAILED_PRECONDITION, 0, "take the request in the handler, before deferring");
+  if (call->arena_req) {
+    if (!call->arena_req->release)
+      return hms__fail(err, HMS_FAILED_PRECONDITION, 0, "the request of call %llu was already taken",
+                       (unsigned long long)call->hdr.call_id);
+    *out = *call->arena_req;
+    call->arena_req->release = NULL; /* the dispatcher's release becomes a no-op */
+    call->arena_req->private_data = NULL;
+    hms__ok(err);
+    return HMS_OK;
+  }
+  return hms__fail(err, HMS_FAILED_PRECONDITION, 0,
+                   "the request of call %llu arrived inline in the ring, not in the arena: copy it instead",
+                   (unsigned long long)call->hdr.call_id);
+}
+
+HMS_API hms_status_t hms_node_set_arena_quota(hms_node_t *node, uint64_t bytes, hms_error_t *err) {
+  if (!node) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "node is NULL");
+  node->arena_quota = bytes;
+  hms__ok(err);
+  return HMS_OK;
+}
+
+HMS_API hms_status_t hms_node_arena_stats(hms_node_t *node, hms_arena_stats_t *stats, hms_error_t *err) {
+  if (!node || !stats) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "node and stats must not be NULL");
+  if (stats->version < 1 || stats->version > HMS_ARENA_STATS_VERSION)
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "hms_arena_stats_t.version is %u; call hms_arena_stats_init",
+                     stats->version);
+  hms_arena_stats_init(stats);
+  for (size_t i = 0; i < node->nconns; i++) hms__arena_stats_add(node->conns[i]->arena, stats);
+  if (!stats->quota) stats->quota = node->arena_quota ? node->arena_quota : HMS_ARENA_DEFAULT_QUOTA;
+  hms__ok(err);
+  return HMS_OK;
 }

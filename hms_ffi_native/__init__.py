@@ -19,6 +19,7 @@ from ._errors import (STATUS_NAMES, Aborted, AlreadyExists, Cancelled, DataLoss,
                       Unknown, error_for)
 from ._core import (CallContext, Client, Node, Service, ServiceInfo, Stream, connect, default_runtime_dir,
                     list_services)
+from ._ndarray import Loan, ReceivedPayload
 from ._topic import Event, EventMetadata, Message, Publisher, Subscription
 from ._remote import (RemoteClient, RemotePublisher, RemoteStream, RemoteSubscription, list_remote_services,
                       publisher_remote, subscribe_remote)
@@ -33,7 +34,7 @@ __all__ = [
     "default_runtime_dir", "FFIError", "Cancelled", "Unknown", "InvalidArgument", "DeadlineExceeded",
     "NotFound", "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted",
     "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated", "error_for",
-    "STATUS_NAMES", "ABI_VERSION", "__version__",
+    "STATUS_NAMES", "ABI_VERSION", "__version__", "Loan", "ReceivedPayload",
     "RemoteClient", "RemoteStream", "RemoteSubscription", "RemotePublisher", "subscribe_remote",
     "publisher_remote", "list_remote_services",
 ]

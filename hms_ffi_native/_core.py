@@ -27,6 +27,8 @@ from typing import Any, Callable, Dict, List, Optional
 from ._codec import CODECS, CT_CBOR, CT_NONE, CT_RAW, decode, encode
 from ._errors import (FailedPrecondition, FFIError, InvalidArgument, NotFound, ResourceExhausted, error_for)
 from ._native import ffi, lib
+from . import _ndarray
+from ._ndarray import CT_NDARRAY, ZERO_COPY_DECODERS, ReceivedPayload
 
 __all__ = ["Node", "Service", "Client", "CallContext", "ServiceInfo", "connect", "list_services",
            "default_runtime_dir"]
@@ -96,6 +98,19 @@ class CallContext:
 
     def __init__(self, call) -> None:
         self._call = call
+
+    def loan(self, nbytes: int):
+        """A writable buffer of ``nbytes`` in this connection's arena (a uint8 ndarray; a memoryview
+        without numpy): fill it and return it from the handler to reply without a copy (raw content
+        type). Not returned, it goes back to the arena when dropped."""
+        return _ndarray.make_loan(lambda n, b, e: lib.hms_call_loan(self._call, n, b, e), nbytes,
+                                  _raise).target()
+
+    def loan_array(self, shape, dtype="float64"):
+        """A writable ndarray in this connection's arena; return it from the handler to reply without
+        a copy. Returns the array (its loan goes back if it is dropped unsent)."""
+        return _ndarray.make_array_loan(lambda n, b, e: lib.hms_call_loan(self._call, n, b, e), shape, dtype,
+                                        _raise).array
 
     @property
     def peer_pid(self) -> int:
@@ -215,20 +230,36 @@ def _hms_py_handler(call, req, user_data):
             return entry.service.node._start_async(call, entry, req)
         else:
             n = req.len
-            data = ffi.buffer(req.data, n)[:] if n else b""  # copied: the peer may rewrite shared memory
             ct = req.content_type
-            arg = data if ct == CT_RAW else decode(ct, data)
+            if ct in ZERO_COPY_DECODERS:
+                arg = _take_request(call, req, ct)
+            else:
+                data = ffi.buffer(req.data, n)[:] if n else b""  # copied: the peer may rewrite shared memory
+                arg = data if ct == CT_RAW else decode(ct, data)
         result = entry.fn(arg, CallContext(call)) if entry.wants_ctx else entry.fn(arg)
         if entry.stream:
             return _serve_stream(call, entry, result)
+        err = entry.service.node._handler_err  # one serving thread per node: safe to reuse
         codec = entry.codec
         if codec is None and req_ct == CT_CBOR:
             codec = "cbor"  # answer a CBOR caller (any language) in CBOR, bytes and None included
         if type(result) is bytes and codec is None:
             out, out_ct = result, CT_RAW
         else:
-            out, out_ct = encode(result, codec)
-        err = entry.service.node._handler_err  # one serving thread per node: safe to reuse
+            loan = _ndarray.loan_for(result) if entry.codec is None else None
+            if loan is None and entry.codec is None and _ndarray.is_ndarray(result):
+                # A private array: one copy into a reply block (small ones go inline).
+                loan = _array_copy_loan(lambda n, b, e: lib.hms_call_loan(call, n, b, e), result)
+                if loan is None:
+                    out, out_ct = _ndarray.encode_bytes(result), CT_NDARRAY
+            elif loan is None:
+                out, out_ct = encode(result, codec)
+            if loan is not None:
+                st = lib.hms_call_reply_block(call, loan.take(), loan.nbytes, loan.content_type, err)
+                if st:
+                    lib.hms_call_set_error(call, st, ffi.string(err.message), ffi.NULL, 0, 0)
+                    return st
+                return 0
         st = lib.hms_call_reply(call, out, len(out), out_ct, err)
         if st:
             lib.hms_call_set_error(call, st, ffi.string(err.message), ffi.NULL, 0, 0)
@@ -245,6 +276,45 @@ def _hms_py_handler(call, req, user_data):
             sys.stderr.write(f"hms_ffi_native: handler {entry.service.name}.{entry.name} raised:\n")
             traceback.print_exc()
         return _set_error(call, error_for(2, f"{type(e).__name__}: {e}"))
+
+
+def _take_request(call, req, ct):
+    """A request of a zero-copy content type: the arena block itself when it came through the arena
+    (kept past the handler, released when the last view goes), else a private copy."""
+    own = ffi.new("hms_payload_t *")
+    err = ffi.new("hms_error_t *")
+    if lib.hms_call_take_request(call, own, err) == 0:
+        return ZERO_COPY_DECODERS[ct](ReceivedPayload(own).view)
+    n = req.len
+    return ZERO_COPY_DECODERS[ct](ffi.buffer(req.data, n)[:] if n else b"")
+
+
+_INLINE_ARRAY_BYTES = 65536  # smaller arrays are sent inline (one encode, copied into the ring)
+
+
+def _array_copy_loan(loan_fn, arr):
+    """A large array from private memory into a new arena block (the one copy), or None for small
+    arrays (sent inline)."""
+    _ndarray._check_dtype(arr.dtype)
+    size = _ndarray.encoded_size(arr)
+    if size <= _INLINE_ARRAY_BYTES:
+        return None
+    loan = _ndarray.make_loan(loan_fn, size, _raise, register=False)
+    loan.content_type = CT_NDARRAY
+    _ndarray.write_into(memoryview(loan.buf), arr)
+    return loan
+
+
+def _arena_stats(fn) -> Dict[str, int]:
+    st = ffi.new("hms_arena_stats_t *")
+    lib.hms_arena_stats_init(st)
+    err = ffi.new("hms_error_t *")
+    rc = fn(st, err)
+    if rc:
+        _raise(rc, err)
+    return {k: int(getattr(st, k)) for k in ("quota", "segments", "mapped_bytes", "blocks_outstanding",
+                                             "bytes_outstanding", "blocks_allocated", "bad_releases",
+                                             "peer_segments_mapped", "peer_mapped_bytes", "peer_blocks_held")}
 
 
 class _BatchHandler:
@@ -446,7 +516,7 @@ class Node:
 
     def __init__(self, name: Optional[str] = None, *, runtime_dir: Optional[str] = None,
                  spin_us: Optional[float] = None, ring_bytes: int = 0,
-                 log_handler_errors: bool = True) -> None:
+                 log_handler_errors: bool = True, arena_quota: int = 0) -> None:
         opts = ffi.new("hms_node_options_t *")
         lib.hms_node_options_init(opts)
         keep = []
@@ -468,6 +538,11 @@ class Node:
         if st:
             _raise(st, err)
         self._ptr = out[0]
+        if arena_quota:
+            if not isinstance(arena_quota, int) or isinstance(arena_quota, bool) or arena_quota < 0:
+                raise InvalidArgument(f"arena_quota must be a non-negative int (0 = default), got {arena_quota!r}")
+            lib.hms_node_set_arena_quota(self._ptr, arena_quota, ffi.NULL)
+        self.arena_quota = arena_quota or lib.HMS_ARENA_DEFAULT_QUOTA
         self._spin_ns = opts.spin_ns
         self._handler_err = ffi.new("hms_error_t *")
         self.name = name or f"node-{os.getpid()}"
@@ -790,8 +865,14 @@ class Node:
             pass
 
     # -- clients
+    def arena_stats(self) -> Dict[str, int]:
+        """Arena counters summed over the connections this node serves. Call it from a handler (the
+        serving thread) or while the node is not serving."""
+        self._check_open()
+        return _arena_stats(lambda st, e: lib.hms_node_arena_stats(self._ptr, st, e))
+
     def connect(self, service: str, version: str = "*", *, timeout: Optional[float] = 5.0,
-                spin_us: Optional[float] = None, ring_bytes: int = 0) -> "Client":
+                spin_us: Optional[float] = None, ring_bytes: int = 0, arena_quota: int = 0) -> "Client":
         """Connects to the newest live ``service`` matching ``version`` ('*', '^1', '~1.2', '1.2.3', '>=1.2')."""
         self._check_open()
         if not isinstance(service, str):
@@ -810,6 +891,8 @@ class Node:
             _raise(st, err)
         client = Client(self, out[0], opts.spin_ns if opts.spin_ns >= 0 else self._spin_ns)
         self._clients.add(client)
+        if arena_quota:
+            client.arena_quota = arena_quota
         return client
 
     def __repr__(self) -> str:
@@ -848,6 +931,8 @@ def _reply_value(st: int, data: bytes, ct: int, message: bytes, origin: int):
 
 
 def _completion_value(comp):
+    if comp.status == 0 and comp.payload.content_type in ZERO_COPY_DECODERS:
+        return _ndarray.decode_received(ffi.addressof(comp, "payload")), None
     n = comp.payload.len
     data = ffi.buffer(comp.payload.data, n)[:] if n else b""
     ct = comp.payload.content_type
@@ -1070,8 +1155,64 @@ class Client:
             raise NotFound(f"{self.service}@{self.version} has no function {function!r} (it has: {known})")
         if codec is None and type(payload) is bytes:
             return fid, payload, CT_RAW
+        if codec is None and _ndarray.is_ndarray(payload):
+            return fid, _ndarray.encode_bytes(payload), CT_NDARRAY
         data, ct = encode(payload, codec)
         return fid, data, ct
+
+    def _loan_payload(self, payload):
+        """The loan to send for ``payload``: its own (a loaned buffer/array: no copy), a new one filled
+        from a large private array (one copy), or None (encode and send inline/copied by the core)."""
+        loan = _ndarray.loan_for(payload)
+        if loan is not None:
+            return loan
+        if _ndarray.is_ndarray(payload) and self._ptr is not None:
+            return _array_copy_loan(lambda n, b, e: lib.hms_loan(self._ptr, n, b, e), payload)
+        return None
+
+    # -- arena (zero copy)
+    def loan(self, nbytes: int) -> "_ndarray.Loan":
+        """A writable block of ``nbytes`` in this connection's shared-memory arena:
+        ``with client.loan(n) as buf: buf[:] = ...; client.call("f", buf)`` sends it without a copy
+        (raw content type). Leaving the ``with`` block gives back a block that was not sent."""
+        self._check_usable()
+        return _ndarray.make_loan(lambda n, b, e: lib.hms_loan(self._ptr, n, b, e), nbytes, _raise)
+
+    def loan_array(self, shape, dtype="float64"):
+        """A writable ndarray in the arena: fill it and pass it to :meth:`call` to send it without a
+        copy. Returns the array."""
+        self._check_usable()
+        return _ndarray.make_array_loan(lambda n, b, e: lib.hms_loan(self._ptr, n, b, e), shape, dtype,
+                                        _raise).array
+
+    def _check_usable(self) -> None:
+        if self._ptr is None:
+            raise FailedPrecondition(f"client of {self.service}@{self.version} is closed; connect again")
+
+    @property
+    def max_inline(self) -> int:
+        """The largest payload carried inline in a ring frame; larger ones go through the arena."""
+        return lib.hms_client_max_inline(self._ptr) if self._ptr is not None else 0
+
+    @property
+    def arena_quota(self) -> int:
+        return self.max_message
+
+    @arena_quota.setter
+    def arena_quota(self, nbytes: int) -> None:
+        self._check_usable()
+        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
+            raise InvalidArgument(f"arena_quota must be a non-negative int (0 = default), got {nbytes!r}")
+        err = ffi.new("hms_error_t *")
+        st = lib.hms_client_set_arena_quota(self._ptr, nbytes, err)
+        if st:
+            _raise(st, err)
+        self.max_message = lib.hms_client_max_message(self._ptr)
+
+    def arena_stats(self) -> Dict[str, int]:
+        """Counters of this connection's arena (blocks outstanding, segments, bad releases, views held)."""
+        self._check_usable()
+        return _arena_stats(lambda st, e: lib.hms_client_arena_stats(self._ptr, st, e))
 
     def _async_state(self) -> _AsyncState:
         a = self._async
@@ -1299,17 +1440,26 @@ class Client:
         """
         ptr = self._ptr
         fid = self.functions.get(function) if ptr is not None else None
-        if fid is not None and codec is None and type(payload) is bytes:
-            data, ct = payload, CT_RAW  # the hot path: no extra Python call
-        else:
-            fid, data, ct = self._prepare(function, payload, codec)
         tns = -1 if timeout is None else _timeout_ns(timeout)
         s = self._scratch
         resp, err = s.resp, s.err
-        st = lib.hms_call_bytes(ptr, fid, data, len(data), ct, resp, tns, err)
+        if fid is not None and codec is None and type(payload) is bytes:
+            data, ct = payload, CT_RAW  # the hot path: no extra Python call
+            st = lib.hms_call_bytes(ptr, fid, data, len(data), ct, resp, tns, err)
+        else:
+            loan = self._loan_payload(payload) if codec is None else None
+            if loan is not None:
+                if fid is None:
+                    fid, _, _ = self._prepare(function, b"", None)
+                st = lib.hms_call_block(ptr, fid, loan.take(), loan.nbytes, loan.content_type, resp, tns, err)
+            else:
+                fid, data, ct = self._prepare(function, payload, codec)
+                st = lib.hms_call_bytes(ptr, fid, data, len(data), ct, resp, tns, err)
         n = resp.len
-        out = ffi.buffer(resp.data, n)[:] if n else b""
         rct = resp.content_type
+        if st == 0 and rct in ZERO_COPY_DECODERS:
+            return _ndarray.decode_received(resp)  # a read-only view of the reply's block: no copy
+        out = ffi.buffer(resp.data, n)[:] if n else b""
         lib.hms_payload_release(resp)
         if st:
             details = None
@@ -1461,7 +1611,7 @@ def _default_node(runtime_dir: Optional[str]) -> Node:
 
 def connect(service: str, version: str = "*", *, timeout: Optional[float] = 5.0,
             runtime_dir: Optional[str] = None, spin_us: Optional[float] = None, ring_bytes: int = 0,
-            **remote) -> Client:
+            arena_quota: int = 0, **remote) -> Client:
     """Connects to a service from a process-wide client node. See :meth:`Node.connect`.
     ``"grpc://host:port/SERVICE"`` reaches a service on another host through its gateway
     (a RemoteClient, same API; ``remote`` takes its TLS options: see hms_ffi_native._remote)."""
@@ -1472,7 +1622,7 @@ def connect(service: str, version: str = "*", *, timeout: Optional[float] = 5.0,
     if remote:
         raise InvalidArgument(f"unexpected keyword arguments for a local service: {sorted(remote)}")
     return _default_node(runtime_dir).connect(service, version, timeout=timeout, spin_us=spin_us,
-                                               ring_bytes=ring_bytes)
+                                               ring_bytes=ring_bytes, arena_quota=arena_quota)
 
 
 @dataclass

@@ -90,6 +90,18 @@ def test_hostile_peers_under_asan_ubsan(build_dir, runtime_dir):
 
 @needs_cc
 @needs_src
+def test_arena_hostile_peers_under_asan_ubsan(build_dir, runtime_dir):
+    # tests/c/hms_arena_evil.c: out-of-range/overflowing/unknown arena references, unsealed or lying
+    # segments, too many segments, garbage and forged releases on the socket; loans and take_request.
+    exe = build_from_source(build_dir / "hms_arena_evil_san", "hms_arena_evil.c", SAN_FLAGS)
+    env = child_env(ASAN_OPTIONS="detect_leaks=1:abort_on_error=1", UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    r = run(exe, env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "all arena hostile-peer tests passed" in r.stdout
+
+
+@needs_cc
+@needs_src
 def test_ring_and_wait_under_threadsanitizer(build_dir, runtime_dir):
     exe = build_from_source(build_dir / "hms_ctest_tsan", "hms_ctest.c", ["-O1", "-fsanitize=thread", "-Wno-tsan"])
     env = child_env(TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1")

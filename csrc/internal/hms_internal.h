@@ -76,6 +76,7 @@ enum {
   HMS__FRAME_F_STREAM = 1u << 2, /* request: the caller reads a server stream */
   HMS__FRAME_F_ITEM = 1u << 3,   /* response: a stream item; more frames follow for this call */
   HMS__FRAME_F_CSTREAM = 1u << 4, /* request: the caller sends DATA frames and an END frame */
+  HMS__FRAME_F_ARENA = 1u << 5,   /* the payload is a hms__aref_wire_t naming a block in the sender's arena */
 };
 /* consumer_sleeping bits: how the consumer wants to be woken */
 enum { HMS__SLEEP_FUTEX = 1u << 0, HMS__SLEEP_EVENTFD = 1u << 1 };
@@ -205,6 +206,75 @@ int hms__send_fds(int sock, const void *buf, size_t len, const int *fds, int nfd
 /* Receives one message and up to max_fds descriptors; closes surplus/unexpected descriptors. */
 ssize_t hms__recv_fds(int sock, void *buf, size_t len, int *fds, int max_fds, int *nfds);
 
+/* ---------------------------------------------------------------- arena (arena.c) */
+/* The inline payload of an HMS__FRAME_F_ARENA frame: a block of the sender's arena. Copied out of the
+ * ring and validated (known segment, offset + length within its sealed size) before use. */
+typedef struct {
+  uint32_t segment;
+  uint32_t generation;
+  uint64_t offset;
+  uint64_t length;
+  uint64_t reserved;
+} hms__aref_wire_t;
+_Static_assert(sizeof(hms__aref_wire_t) == 32, "arena reference is 32 bytes");
+#define HMS__ARENA_MAX_SEGMENTS 64             /* per side of a connection, owned and mapped */
+#define HMS__ARENA_MAX_MAPPED (64ull << 30)    /* peer bytes one connection may make us map */
+/* Release hints in the connection header page: each is bumped by the side that sent releases. */
+#define HMS__ARENA_C2S_HINT_OFFSET 3072
+#define HMS__ARENA_S2C_HINT_OFFSET 3136
+/* Socket messages (one SOCK_SEQPACKET datagram each): a header, then one hms__amsg_segment_t plus the
+ * segment's memfd (SCM_RIGHTS), or `count` hms__amsg_release_t records. */
+#define HMS__AMSG_MAGIC 0x41534d48u /* "HMSA" */
+enum { HMS__AMSG_SEGMENT = 1, HMS__AMSG_RELEASE = 2 };
+#define HMS__AMSG_MAX_RELEASES 256
+typedef struct {
+  uint32_t magic;
+  uint32_t kind;
+  uint32_t count; /* RELEASE: records that follow */
+  uint32_t reserved;
+} hms__amsg_hdr_t;
+typedef struct {
+  uint32_t segment;
+  uint32_t reserved;
+  uint64_t size;
+} hms__amsg_segment_t;
+typedef struct {
+  uint32_t segment;
+  uint32_t generation;
+  uint64_t offset;
+} hms__amsg_release_t;
+typedef struct hms__arena_s hms__arena_t;
+typedef struct {
+  void *data;
+  size_t len;
+  uint32_t segment, generation;
+  uint64_t offset;
+  hms__arena_t *arena; /* a reference while loaned */
+} hms__block_t;
+hms__arena_t *hms__arena_new(int sock, _Atomic uint32_t *tx_hint, _Atomic uint32_t *rx_hint, uint64_t quota);
+void hms__arena_detach(hms__arena_t *a); /* the connection closes (its reference is dropped with put) */
+void hms__arena_put(hms__arena_t *a);    /* drops a reference (the connection's, hms__block_take's) */
+void hms__arena_set_quota(hms__arena_t *a, uint64_t quota);
+uint64_t hms__arena_quota(hms__arena_t *a);
+hms_status_t hms__arena_alloc(hms__arena_t *a, size_t len, hms__block_t *out, hms_error_t *err);
+void hms__arena_mark_sent(hms__block_t *b, size_t len, hms__aref_wire_t *wire);
+void hms__arena_unloan(hms__block_t *b);
+void hms__arena_unsend(hms__arena_t *a, const hms__aref_wire_t *wire);
+hms_status_t hms__arena_copy_in(hms__arena_t *a, const void *x, size_t xlen, const void *y, size_t ylen,
+                                hms__aref_wire_t *wire, hms_error_t *err);
+/* Receiver: a frame's reference into a payload whose release sends the block back. -1 (why filled)
+ * when the reference is invalid: the peer broke the protocol. */
+int hms__arena_resolve(hms__arena_t *a, const uint8_t *frame_payload, uint32_t payload_len, uint32_t ct,
+                       hms_payload_t *out, char *why, size_t why_cap);
+void hms__arena_release_wire(hms__arena_t *a, const hms__aref_wire_t *wire); /* a frame dropped unread */
+/* Reads queued socket messages (segment announcements, releases). 0 ok, 1 the peer closed, -1 protocol
+ * error (why filled). */
+int hms__arena_drain(hms__arena_t *a, char *why, size_t why_cap);
+void hms__arena_stats_add(hms__arena_t *a, hms_arena_stats_t *st);
+hms_status_t hms__block_loan(hms__arena_t *a, size_t size, hms_block_t *block, hms_error_t *err);
+hms_status_t hms__block_take(hms_block_t *block, size_t len, hms__arena_t *expect, hms__aref_wire_t *wire,
+                             hms__arena_t **arena, hms_error_t *err);
+
 /* ---------------------------------------------------------------- registry (registry.c) */
 typedef struct {
   uint32_t major, minor, patch;
@@ -270,6 +340,8 @@ struct hms_call_s {
   bool consumed; /* client stream: the opening frame left the ring before the handler ran */
   bool in_ended; /* client stream: the caller's END frame was seen */
   bool deferred; /* this is the call view of an hms_deferred_t (answered from another thread) */
+  hms_payload_t *arena_req; /* the request when it arrived in the arena (released after the handler
+                               unless hms_call_take_request() took it); NULL otherwise */
 };
 
 struct hms_node_s {
@@ -277,6 +349,7 @@ struct hms_node_s {
   char runtime_dir[HMS__PATH_MAX];
   int64_t spin_ns;
   uint64_t ring_bytes;
+  uint64_t arena_quota; /* for connections accepted from now on */
   int epfd;
   int stop_fd;
   hms__ep_tag_t stop_tag;

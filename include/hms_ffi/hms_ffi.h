@@ -103,6 +103,7 @@ enum {
   HMS_CT_JSON = 3,     ///< UTF-8 JSON
   HMS_CT_PROTOBUF = 4, ///< a protobuf message; the function's schema says which
   HMS_CT_ARROW = 5,    ///< Arrow IPC stream / arena-backed Arrow data
+  HMS_CT_NDARRAY = 6,  ///< an n-dimensional array: header + data, layout in the arena section below
   HMS_CT_USER = 1024   ///< first value free for applications
 };
 
@@ -767,6 +768,96 @@ HMS_API const char *hms_subscription_pattern(const hms_subscription_t *sub);
 HMS_API uint32_t hms_subscription_publisher_count(const hms_subscription_t *sub);
 /// Returns: the total number of messages this subscription has missed so far.
 HMS_API uint64_t hms_subscription_missed(const hms_subscription_t *sub);
+
+/* ----------------------------------------------------------------------------------------------
+ * Shared-memory arena, loans and zero copy
+ * -------------------------------------------------------------------------------------------- */
+/// Each side of a connection owns an arena: sealed memfd segments it writes and the peer maps
+/// read-only. A payload larger than a ring frame (hms_client_max_inline()) travels as a reference to
+/// an arena block instead of inline: a request or reply from private memory is copied once into the
+/// arena; a loaned block (hms_loan / hms_call_loan) is filled in place and sent without a copy. The
+/// receiver gets an hms_payload_t whose data points into the read-only mapping; releasing the payload
+/// gives the block back to its owner. A received payload stays valid after the connection closed or
+/// the sender died (the mapping outlives them) until it is released.
+/// Limits: the bytes of blocks not yet released by the peer are bounded by a per-connection quota
+/// (HMS_RESOURCE_EXHAUSTED beyond it), which is therefore the largest payload of one call
+/// (hms_client_max_message()).
+///
+/// HMS_CT_NDARRAY payload layout (little-endian, so any language can read it):
+///   offset 0  char[4]  magic "HMND"
+///   offset 4  u16      header bytes H (multiple of 64, so the data is 64-byte aligned in the block)
+///   offset 6  u16      ndim (<= 32)
+///   offset 8  char[16] dtype: numpy array-interface type string, NUL-padded ("<f8", "|u1", "<c16", ...)
+///   offset 24 u64      data offset from the payload start (== H)
+///   offset 32 u64      data bytes
+///   offset 40 i64[ndim] shape, then i64[ndim] strides in bytes (C-contiguous when written by Python)
+///   offset H  data
+#define HMS_ARENA_DEFAULT_QUOTA 67108864 ///< 64 MiB of outstanding blocks per connection side
+#define HMS_ARENA_STATS_VERSION 1
+
+/// A writable arena block on loan from a connection. Ownership: the caller's until it is sent
+/// (hms_call_block, hms_call_reply_block: both consume it, whatever they return) or given back with
+/// hms_block_release(). Thread-safety: any thread; one owner at a time.
+typedef struct hms_block_s {
+  void *data;         ///< writable, 64-byte aligned, `len` bytes
+  size_t len;
+  void *private_data; ///< NULL once sent or released
+  uint64_t reserved[2];
+} hms_block_t;
+
+/// Arena counters of a connection (hms_client_arena_stats) or of every connection a node serves
+/// (hms_node_arena_stats, summed). Fill `version` with hms_arena_stats_init() first.
+typedef struct hms_arena_stats_s {
+  uint32_t version;              ///< HMS_ARENA_STATS_VERSION
+  uint32_t reserved0;
+  uint64_t quota;                ///< bytes of outstanding blocks allowed
+  uint64_t segments;             ///< segments we own
+  uint64_t mapped_bytes;         ///< bytes of those segments
+  uint64_t blocks_outstanding;   ///< our blocks loaned or held by the peer
+  uint64_t bytes_outstanding;
+  uint64_t blocks_allocated;     ///< ever
+  uint64_t bad_releases;         ///< double or forged releases the peer sent (ignored)
+  uint64_t peer_segments_mapped; ///< peer segments we map
+  uint64_t peer_mapped_bytes;
+  uint64_t peer_blocks_held;     ///< received payloads not released yet
+  uint64_t reserved[6];
+} hms_arena_stats_t;
+
+HMS_API void hms_arena_stats_init(hms_arena_stats_t *stats);
+
+/// Loans a writable block of `size` bytes from the client's arena, to fill and send with
+/// hms_call_block(). Returns: HMS_RESOURCE_EXHAUSTED past the quota; HMS_UNAVAILABLE once the
+/// connection is closed.
+HMS_API hms_status_t hms_loan(hms_client_t *client, size_t size, hms_block_t *block, hms_error_t *err);
+/// Gives an unsent block back. NULL, sent and released blocks are no-ops.
+HMS_API void hms_block_release(hms_block_t *block);
+/// hms_call() with the request in a loaned block (its first `len` bytes): no copy. Consumes the block.
+HMS_API hms_status_t hms_call_block(hms_client_t *client, uint32_t fn_id, hms_block_t *block, size_t len,
+                                    uint32_t content_type, hms_payload_t *resp, int64_t timeout_ns,
+                                    hms_error_t *err);
+/// Inside a handler (or on hms_deferred_call()'s view): loans a block from the arena of the caller's
+/// connection, for hms_call_reply_block().
+HMS_API hms_status_t hms_call_loan(hms_call_t *call, size_t size, hms_block_t *block, hms_error_t *err);
+/// hms_call_reply() with the reply in a loaned block: no copy. Consumes the block. Non-stream calls
+/// answered from the handler only (not deferred ones).
+HMS_API hms_status_t hms_call_reply_block(hms_call_t *call, hms_block_t *block, size_t len, uint32_t content_type,
+                                          hms_error_t *err);
+/// Takes the running call's request payload so it outlives the handler: *out is the arena view itself
+/// when the request arrived in the arena (no copy), else a private copy. Release it with
+/// hms_payload_release() from any thread. At most once per call.
+/// Returns: HMS_FAILED_PRECONDITION when already taken or for a deferred call's view.
+HMS_API hms_status_t hms_call_take_request(hms_call_t *call, hms_payload_t *out, hms_error_t *err);
+/// Sets the quota of the client's arena (0 = HMS_ARENA_DEFAULT_QUOTA).
+HMS_API hms_status_t hms_client_set_arena_quota(hms_client_t *client, uint64_t bytes, hms_error_t *err);
+/// Sets the quota of the arenas of connections the node accepts from now on (0 = the default).
+HMS_API hms_status_t hms_node_set_arena_quota(hms_node_t *node, uint64_t bytes, hms_error_t *err);
+/// Returns: the largest payload sent inline in a ring frame; larger ones go through the arena.
+HMS_API size_t hms_client_max_inline(const hms_client_t *client);
+/// Fills *stats with the client's arena counters (reading releases the server already sent).
+HMS_API hms_status_t hms_client_arena_stats(hms_client_t *client, hms_arena_stats_t *stats, hms_error_t *err);
+/// Sums the arena counters of the node's connections. Thread-safety: on the serving thread (from a
+/// handler) or while the node does not serve.
+HMS_API hms_status_t hms_node_arena_stats(hms_node_t *node, hms_arena_stats_t *stats, hms_error_t *err);
 
 /* ----------------------------------------------------------------------------------------------
  * Size queries for FFI users that allocate these structs themselves.
