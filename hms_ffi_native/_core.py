@@ -752,7 +752,10 @@ class Node:
                 lib.hms_deferred_fail(d, e.code, e.message.encode("utf-8", "replace")[:255], details, len(details), dct)
                 return
             except asyncio.CancelledError:
-                lib.hms_deferred_fail(d, 1, b"the call was cancelled", ffi.NULL, 0, 0)
+                if lib.hms_call_time_left_ns(lib.hms_deferred_call(d)) <= 0:  # cancelled because time ran out
+                    lib.hms_deferred_fail(d, 4, b"the call's deadline passed while its handler ran", ffi.NULL, 0, 0)
+                else:
+                    lib.hms_deferred_fail(d, 1, b"the call was cancelled", ffi.NULL, 0, 0)
                 return
             except BaseException as e:  # a handler bug becomes an error reply
                 if self.log_handler_errors:
