@@ -24,10 +24,11 @@ CT_CBOR = 2
 CT_JSON = 3
 CT_PROTOBUF = 4
 CT_ARROW = 5
+CT_NDARRAY = 6  # numpy arrays: header + data (hms_ffi_native/_ndarray.py, layout in the C header)
 
 CODECS = {"raw": CT_RAW, "cbor": CT_CBOR, "json": CT_JSON}
 CT_NAMES = {CT_NONE: "none", CT_RAW: "raw", CT_CBOR: "cbor", CT_JSON: "json", CT_PROTOBUF: "protobuf",
-            CT_ARROW: "arrow"}
+            CT_ARROW: "arrow", CT_NDARRAY: "ndarray"}
 
 _UTC = _dt.timezone.utc
 _BYTES_TYPES = (bytes, bytearray, memoryview)
@@ -55,6 +56,10 @@ def encode(value: Any, codec: Optional[str] = None) -> Tuple[bytes, int]:
             return b"", CT_NONE
         if isinstance(value, _BYTES_TYPES):
             return bytes(value), CT_RAW
+        if type(value).__module__ == "numpy" and type(value).__name__ == "ndarray":
+            from . import _ndarray
+
+            return _ndarray.encode_bytes(value), CT_NDARRAY
         codec = "cbor"
     if codec == "cbor":
         try:
@@ -109,4 +114,8 @@ def decode(content_type: int, data: bytes) -> Any:
             return _json.loads(data)
         except ValueError as e:
             raise InvalidArgument(f"payload is not valid JSON: {e}") from e
+    if content_type == CT_NDARRAY:
+        from . import _ndarray
+
+        return _ndarray.decode(data)  # a read-only array over `data` (validated)
     return data

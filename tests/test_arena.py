@@ -81,6 +81,15 @@ def serve() -> None:
     def stats(_):
         return node.arena_stats()
 
+    @svc.function()
+    async def aecho(x):  # async handlers answer with hms_deferred_reply: large replies use the arena
+        return x
+
+    @svc.function()
+    def chunks(n):  # a server stream of large arrays
+        for i in range(3):
+            yield np.full(n, float(i))
+
     signal.signal(signal.SIGTERM, lambda *a: node.stop())
     node.start()
     print("ready", flush=True)
@@ -197,6 +206,17 @@ def test_loans_send_without_a_copy(client):
     assert r.shape == (300_000,) and r[0] == 0 and r[-1] == 299_999 and not r.flags.writeable
     assert client.call("make_raw", 50_000, timeout=10) == b"\x07" * 50_000
     assert np.array_equal(client.call("make_private", 100_000, timeout=10), np.arange(100_000.0))
+
+
+def test_arrays_through_async_handlers_streams_and_batches(client):
+    a = np.arange(100_000, dtype=np.float32)
+    r = client.call("aecho", a, timeout=10)
+    assert r.dtype == np.float32 and np.array_equal(r, a) and not r.flags.writeable
+    items = list(client.stream("chunks", 50_000, timeout=10))
+    assert [float(x[0]) for x in items] == [0.0, 1.0, 2.0] and all(x.shape == (50_000,) for x in items)
+    out = client.batch([("echo", a), ("echo", b"x" * 100_000), ("length", a)], timeout=10)
+    assert np.array_equal(out[0], a) and out[1] == b"x" * 100_000 and out[2] == 100_000
+    assert wait_until(lambda: client.arena_stats()["blocks_outstanding"] == 0)
 
 
 def test_received_view_stays_valid_until_released(client):
