@@ -38,6 +38,7 @@ default all; a section none of whose rows is selected is skipped):
     batch-1000
   pubsub   pub/sub fan-out to 1, 4 and 16 subscriber processes (bench/pubsub_bench.py), lossless
            ps-hms-K   hms-ffi topic, blocking publisher       ps-zmq-K   pyzmq PUB/SUB, unbounded HWM
+  gateway  64-byte echo through the gRPC gateway vs a bare grpcio server (bench/gateway_bench.py)
   langs    64-byte echo from each binding's peer program (tests/_peers.py): lang-CLIENT-SERVER for
            C/Go/Rust/PHP to themselves and to Python; the binding's own overhead against C → C
 
@@ -121,6 +122,9 @@ LANG_PAIRS = [("c", "c"), ("go", "go"), ("rust", "rust"), ("php", "php"),
 LANG_NAMES = {"c": "C", "go": "Go", "rust": "Rust", "php": "PHP", "python": "Python"}
 LANG_ROWS: Dict[str, str] = {f"lang-{a}-{b}": f"{LANG_NAMES[a]} → {LANG_NAMES[b]}" for a, b in LANG_PAIRS}
 
+# The gRPC gateway (bench/gateway_bench.py): remote echo through a gateway vs bare grpcio, loopback.
+GATEWAY_ROWS: Dict[str, str] = {"gateway": "64-byte echo: bare grpcio unary vs through the hms gateway"}
+
 # Pub/sub fan-out (bench/pubsub_bench.py does the work): one Python publisher, k subscriber processes.
 PUBSUB_SUBS = (1, 4, 16)
 PUBSUB_ROWS: Dict[str, str] = {
@@ -137,8 +141,9 @@ SECTIONS = {  # section -> its rows, in run order
     "batch": BATCH_ROWS,
     "pubsub": PUBSUB_ROWS,
     "langs": LANG_ROWS,
+    "gateway": GATEWAY_ROWS,
 }
-DEFAULT_SECTIONS = ["echo", "idle", "oneway", "async", "stream", "batch", "pubsub", "langs"]
+DEFAULT_SECTIONS = ["echo", "idle", "oneway", "async", "stream", "batch", "pubsub", "langs", "gateway"]
 ALL_ROWS = {k: v for rows in SECTIONS.values() for k, v in rows.items()}
 
 
@@ -1244,6 +1249,39 @@ def render_langs(results: Dict[str, dict], args) -> List[str]:
     return lines
 
 
+def bench_gateway(args) -> dict:
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        raise BenchError("gateway rows skipped: grpcio is not installed (pip install 'hms-ffi-native[gateway]')")
+    try:
+        import gateway_bench
+    except ImportError:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import gateway_bench
+    rows = gateway_bench.run(argparse.Namespace(n=max(1000, args.n // 2), rounds=10, warmup=200 if args.quick else 500,
+                                                workers=64, quick=args.quick, json=None))
+    return {"rows": rows}
+
+
+def render_gateway(results: Dict[str, dict], args) -> List[str]:
+    r = results.get("gateway")
+    lines = ["gRPC gateway on loopback (bench/gateway_bench.py): 64-byte unary echo, rows interleaved in "
+             "10 slices", "", "| path | p50 µs | p99 µs | calls/s | p50 vs bare grpcio |", "|---|---:|---:|---:|---:|"]
+    if not r:
+        return lines
+    for row in r["rows"]:
+        ratio = f"{row['ratio_p50']:.2f}×" if "ratio_p50" in row else "1.00×"
+        lines.append(f"| {row['what']} | {us(row['p50_ns'])} | {us(row['p99_ns'])} | {row['calls_per_s']:,.0f} | "
+                     f"{ratio} |")
+    remote = next((row for row in r["rows"] if row.get("row") == "gw-remote"), None)
+    if remote and "ratio_p50" in remote:
+        lines.append("")
+        lines.append(f"- hms.connect('grpc://…') through the gateway / bare grpcio p50 = {remote['ratio_p50']:.2f}×; "
+                     f"target ≤ 1.5×: {verdict(remote['ratio_p50'] <= 1.5)}")
+    return lines
+
+
 def render_pubsub(results: Dict[str, dict], args) -> List[str]:
     lines = [f"Pub/sub fan-out, 64-byte messages, one Python publisher -> k Python subscriber processes, "
              f"{args.ps_msgs} messages, lossless; median of {args.reps}", "",
@@ -1266,6 +1304,7 @@ SECTION_RENDERERS = {
     "batch": render_batch,
     "pubsub": lambda results, args: render_pubsub(results, args),
     "langs": lambda results, args: render_langs(results, args),
+    "gateway": lambda results, args: render_gateway(results, args),
 }
 
 
@@ -1399,6 +1438,7 @@ def main(argv=None) -> int:
         "batch-1000": lambda: bench_batch(args),
         **{f"ps-{t}-{k}": (lambda t=t, k=k: bench_pubsub(args, t, k)) for k in PUBSUB_SUBS for t in ("hms", "zmq")},
         **{f"lang-{a}-{b}": (lambda a=a, b=b: bench_lang(args, a, b)) for a, b in LANG_PAIRS},
+        "gateway": lambda: bench_gateway(args),
     }
     needs_zmq = {"zmq", "ow-zmq"} | {f"ps-zmq-{k}" for k in PUBSUB_SUBS}
     results: Dict[str, dict] = {}
