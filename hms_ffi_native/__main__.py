@@ -3,7 +3,7 @@
     hms-ffi --libdir | --includedir | --pkgconfig-dir | --version
     hms-ffi ls [--json]                     live services, versions, functions, pids
     hms-ffi call SERVICE FUNCTION [JSON]    call a function with a JSON payload (sent as CBOR)
-    hms-ffi demo                            a service and a client in two processes
+    hms-ffi demo [--frontend go|python] [-n N]   the order flow: a Python OMS and a Go (or Python) front end
     hms-ffi gateway --listen HOST:PORT [--tls-cert F --tls-key F [--tls-client-ca F]] [--insecure]
                                             serve this host's services to other hosts over gRPC
 
@@ -80,7 +80,11 @@ def main(argv=None) -> int:
     call.add_argument("payload", nargs="?")
     call.add_argument("--version", dest="version", default="*", help="version requirement, e.g. ^1")
     call.add_argument("--timeout", type=float, default=5.0)
-    sub.add_parser("demo", help="run a service and a client in two processes")
+    demo = sub.add_parser("demo", help="the order flow across languages: a Python OMS (SQLite) and a Go API front end "
+                                       "(Python when Go is missing), protobuf calls, signed status events")
+    demo.add_argument("--frontend", choices=["auto", "go", "python"], default="auto",
+                      help="which API front end to run (auto: Go when it can be built, else Python)")
+    demo.add_argument("-n", type=int, default=500, help="round trips per latency measurement (default 500)")
     gw = sub.add_parser("gateway", help="serve this host's services to other hosts over gRPC (docs/gateway.md)")
     gw.add_argument("--listen", default="127.0.0.1:50051",
                     help="HOST:PORT to listen on (default 127.0.0.1:50051; port 0 picks a free one)")
@@ -126,7 +130,7 @@ def main(argv=None) -> int:
         if args.cmd == "demo":
             from ._demo import run
 
-            return run()
+            return run(frontend=args.frontend, n=args.n)
         if args.cmd == "gateway":
             return _gateway(args)
     except FFIError as e:
