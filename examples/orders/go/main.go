@@ -102,6 +102,9 @@ type frontEnd struct {
 
 // call sends a protobuf request and decodes the protobuf reply into out; it returns the round trip.
 func (f *frontEnd) call(c *hms.Client, fn string, req, out proto.Message) (time.Duration, error) {
+	if f.ctx.Err() != nil {
+		return 0, errInterrupted
+	}
 	data, err := proto.Marshal(req)
 	if err != nil {
 		return 0, err
@@ -126,8 +129,13 @@ func (f *frontEnd) must(d time.Duration, err error) time.Duration {
 	return d
 }
 
+// errInterrupted: SIGINT or SIGTERM arrived; the front end stops at its next call, quietly.
+var errInterrupted = errors.New("interrupted")
+
 func fail(err error) {
-	fmt.Fprintf(os.Stderr, "front end: %v\n", err)
+	if !errors.Is(err, errInterrupted) {
+		fmt.Fprintf(os.Stderr, "front end: %v\n", err)
+	}
 	panic(exitError{err})
 }
 
@@ -445,10 +453,14 @@ func main() {
 	code := 0
 	defer func() {
 		if r := recover(); r != nil {
-			if _, ok := r.(exitError); !ok {
+			e, ok := r.(exitError)
+			if !ok {
 				panic(r)
 			}
 			code = 1
+			if errors.Is(e.err, errInterrupted) {
+				code = 130
+			}
 		}
 		os.Exit(code)
 	}()
