@@ -119,6 +119,9 @@ def build_go_frontend(src: Path, go: str, log_path: str) -> Tuple[Optional[Path]
             tail = f.read().strip().splitlines()[-3:]
         return None, "go build failed: " + " | ".join(tail)
     os.replace(tmp, exe)
+    for old in cache.glob("hms-orders-api-*"):  # one binary per source state: drop the stale ones
+        if old != exe:
+            old.unlink(missing_ok=True)
     return exe, f"built in {time.monotonic() - t0:.1f} s, cached as {exe}"
 
 
