@@ -41,6 +41,7 @@ enum {
   HMS_CT_JSON = 3,
   HMS_CT_PROTOBUF = 4,
   HMS_CT_ARROW = 5,
+  HMS_CT_NDARRAY = 6,
   HMS_CT_USER = 1024
 };
 typedef struct hms_payload_s {
@@ -268,6 +269,39 @@ int hms_subscription_fd(const hms_subscription_t *sub);
 const char *hms_subscription_pattern(const hms_subscription_t *sub);
 uint32_t hms_subscription_publisher_count(const hms_subscription_t *sub);
 uint64_t hms_subscription_missed(const hms_subscription_t *sub);
+typedef struct hms_block_s {
+  void *data;
+  size_t len;
+  void *private_data;
+  uint64_t reserved[2];
+} hms_block_t;
+typedef struct hms_arena_stats_s {
+  uint32_t version;
+  uint32_t reserved0;
+  uint64_t quota;
+  uint64_t segments;
+  uint64_t mapped_bytes;
+  uint64_t blocks_outstanding;
+  uint64_t bytes_outstanding;
+  uint64_t blocks_allocated;
+  uint64_t bad_releases;
+  uint64_t peer_segments_mapped;
+  uint64_t peer_mapped_bytes;
+  uint64_t peer_blocks_held;
+  uint64_t reserved[6];
+} hms_arena_stats_t;
+void hms_arena_stats_init(hms_arena_stats_t *stats);
+hms_status_t hms_loan(hms_client_t *client, size_t size, hms_block_t *block, hms_error_t *err);
+void hms_block_release(hms_block_t *block);
+hms_status_t hms_call_block(hms_client_t *client, uint32_t fn_id, hms_block_t *block, size_t len, uint32_t content_type, hms_payload_t *resp, int64_t timeout_ns, hms_error_t *err);
+hms_status_t hms_call_loan(hms_call_t *call, size_t size, hms_block_t *block, hms_error_t *err);
+hms_status_t hms_call_reply_block(hms_call_t *call, hms_block_t *block, size_t len, uint32_t content_type, hms_error_t *err);
+hms_status_t hms_call_take_request(hms_call_t *call, hms_payload_t *out, hms_error_t *err);
+hms_status_t hms_client_set_arena_quota(hms_client_t *client, uint64_t bytes, hms_error_t *err);
+hms_status_t hms_node_set_arena_quota(hms_node_t *node, uint64_t bytes, hms_error_t *err);
+size_t hms_client_max_inline(const hms_client_t *client);
+hms_status_t hms_client_arena_stats(hms_client_t *client, hms_arena_stats_t *stats, hms_error_t *err);
+hms_status_t hms_node_arena_stats(hms_node_t *node, hms_arena_stats_t *stats, hms_error_t *err);
 size_t hms_sizeof_error(void);
 size_t hms_sizeof_payload(void);
 size_t hms_sizeof_node_options(void);
@@ -336,6 +370,8 @@ enum {
   HMS_TOPIC_MAX_SUBSCRIBERS = 1024,
   HMS_PUBLISHER_OPTIONS_VERSION = 1,
   HMS_SUBSCRIBE_OPTIONS_VERSION = 1,
+  HMS_ARENA_DEFAULT_QUOTA = 67108864,
+  HMS_ARENA_STATS_VERSION = 1,
   HMS_ARROW_FORMAT_VERSION = 1,
   HMS_ARROW_HEADER_BYTES = 64,
   HMS_ARROW_ALIGNMENT = 64,

@@ -118,6 +118,7 @@ c_consts! {
     HMS_CT_JSON: u32 = 3;
     HMS_CT_PROTOBUF: u32 = 4;
     HMS_CT_ARROW: u32 = 5;
+    HMS_CT_NDARRAY: u32 = 6;
     HMS_CT_USER: u32 = 1024;
 
     HMS_NAME_MAX: usize = 127;
@@ -164,6 +165,9 @@ c_consts! {
     HMS_SUBSCRIBE_KEEP_WAITING: u32 = 1 << 0;
 
     HMS_SUBSCRIBE_OPTIONS_VERSION: u32 = 1;
+
+    HMS_ARENA_DEFAULT_QUOTA: u64 = 67108864;
+    HMS_ARENA_STATS_VERSION: u32 = 1;
 
     ARROW_FLAG_DICTIONARY_ORDERED: i64 = 1;
     ARROW_FLAG_NULLABLE: i64 = 2;
@@ -305,6 +309,31 @@ c_structs! {
         pub publish_time_ns: i64,
         pub payload: hms_payload_t,
         pub reserved: [u64; 4],
+    }
+
+    /// A writable arena block on loan from a connection.
+    pub struct hms_block_t {
+        pub data: *mut c_void,
+        pub len: usize,
+        pub private_data: *mut c_void,
+        pub reserved: [u64; 2],
+    }
+
+    /// Arena counters; fill with hms_arena_stats_init() first.
+    pub struct hms_arena_stats_t {
+        pub version: u32,
+        pub reserved0: u32,
+        pub quota: u64,
+        pub segments: u64,
+        pub mapped_bytes: u64,
+        pub blocks_outstanding: u64,
+        pub bytes_outstanding: u64,
+        pub blocks_allocated: u64,
+        pub bad_releases: u64,
+        pub peer_segments_mapped: u64,
+        pub peer_mapped_bytes: u64,
+        pub peer_blocks_held: u64,
+        pub reserved: [u64; 6],
     }
 
     /// Arrow C Data Interface: a schema.
@@ -452,6 +481,19 @@ extern "C" {
     pub fn hms_subscription_pattern(sub: *const hms_subscription_t) -> *const c_char;
     pub fn hms_subscription_publisher_count(sub: *const hms_subscription_t) -> u32;
     pub fn hms_subscription_missed(sub: *const hms_subscription_t) -> u64;
+
+    pub fn hms_arena_stats_init(stats: *mut hms_arena_stats_t);
+    pub fn hms_loan(client: *mut hms_client_t, size: usize, block: *mut hms_block_t, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_block_release(block: *mut hms_block_t);
+    pub fn hms_call_block(client: *mut hms_client_t, fn_id: u32, block: *mut hms_block_t, len: usize, content_type: u32, resp: *mut hms_payload_t, timeout_ns: i64, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_call_loan(call: *mut hms_call_t, size: usize, block: *mut hms_block_t, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_call_reply_block(call: *mut hms_call_t, block: *mut hms_block_t, len: usize, content_type: u32, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_call_take_request(call: *mut hms_call_t, out: *mut hms_payload_t, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_client_set_arena_quota(client: *mut hms_client_t, bytes: u64, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_node_set_arena_quota(node: *mut hms_node_t, bytes: u64, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_client_max_inline(client: *const hms_client_t) -> usize;
+    pub fn hms_client_arena_stats(client: *mut hms_client_t, stats: *mut hms_arena_stats_t, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_node_arena_stats(node: *mut hms_node_t, stats: *mut hms_arena_stats_t, err: *mut hms_error_t) -> hms_status_t;
 
     pub fn hms_sizeof_error() -> usize;
     pub fn hms_sizeof_payload() -> usize;
