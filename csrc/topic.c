@@ -909,6 +909,7 @@ typedef struct hms__tconn_s {
   uint64_t cursor;    /* next sequence number to read (private: the page copy is for the publisher) */
   uint64_t last_head; /* validated: head never goes backwards */
   uint64_t pending_missed;
+  bool held;    /* blocking ring: `cursor` moved in a batch but not yet shown to the publisher */
   bool gone;    /* the publisher hung up: drain, then drop */
   bool drained;
   hms__ep_tag_t sock_tag, bell_tag;
@@ -950,6 +951,8 @@ struct hms_subscription_s {
   hms__tignored_t *ignored;
   size_t nignored, ignored_next;
   _Atomic uint64_t missed_total;
+  bool holding; /* a recv_batch call is taking messages: blocking rings' cursors are held */
+  bool held;    /* some connection has a held cursor (see hms__sub_release) */
 };
 
 HMS_API void hms_subscribe_options_init(hms_subscribe_options_t *opts) {
@@ -1039,6 +1042,39 @@ static void hms__tconn_set_cursor(hms__tconn_t *c) {
   } else {
     atomic_store_explicit(&c->page->cursor, c->cursor, memory_order_relaxed);
   }
+}
+
+/* Moves a connection's cursor (already stored in c->cursor) after a read or a skip. For a blocking
+ * ring inside a batch, the page copy the publisher waits on is *held* instead: the messages of a batch
+ * count as taken only when the caller comes back for more (hms__sub_release at the start of the next
+ * receive call). A batch is handed out after the call returns (Python's Subscription keeps it in a
+ * local queue and gives it to the application message by message), so showing the publisher the
+ * cursor at once would let it run up to a whole batch beyond `capacity` messages ahead of what the
+ * application has; worse, a batch that keeps finding messages while a spinning publisher keeps
+ * refilling the freed slots chases it without bound, and "blocking" no longer blocks at all. Held,
+ * a blocking publisher is never more than `capacity` messages ahead of what the slowest subscriber's
+ * application has taken, and one batch takes at most `capacity` messages of a blocking ring. */
+static void hms__tconn_advance(hms_subscription_t *sub, hms__tconn_t *c) {
+  if (sub->holding && (c->flags & HMS_PUBLISHER_BLOCK)) {
+    c->held = true;
+    sub->held = true;
+  } else {
+    hms__tconn_set_cursor(c);
+  }
+}
+
+/* Shows blocking publishers the cursors held by the previous batch (its messages are taken now), or by
+ * this call before it waits or returns without a message (a held cursor must never wait with us). */
+static void hms__sub_release(hms_subscription_t *sub) {
+  if (!sub->held) return;
+  for (size_t i = 0; i < sub->nconns; i++) {
+    hms__tconn_t *c = sub->conns[i];
+    if (c->held) {
+      c->held = false;
+      hms__tconn_set_cursor(c);
+    }
+  }
+  sub->held = false;
 }
 
 /* Validates the welcome's descriptors and maps them. On failure returns a status with `why`. */
@@ -1433,7 +1469,7 @@ static void hms__tconn_skip(hms_subscription_t *sub, hms__tconn_t *c, uint64_t t
   c->pending_missed += n;
   atomic_fetch_add_explicit(&sub->missed_total, n, memory_order_relaxed);
   c->cursor = to;
-  hms__tconn_set_cursor(c);
+  hms__tconn_advance(sub, c);
 }
 
 /* Reads the next message of one publisher. Everything read from the ring is hostile input. */
@@ -1555,7 +1591,7 @@ static int hms__tconn_read(hms_subscription_t *sub, hms__tconn_t *c, hms__sink_t
     }
     c->pending_missed = 0;
     c->cursor = s + 1;
-    hms__tconn_set_cursor(c);
+    hms__tconn_advance(sub, c);
     return HMS__TR_GOT;
   }
   return HMS__TR_EMPTY; /* lapped again and again: try later */
@@ -1657,6 +1693,7 @@ static hms_status_t hms__sub_recv(hms_subscription_t *sub, hms__sink_t *sink, in
   int64_t spin_start = -1;
   bool checked_empty = false;
   int final_looks = 0;
+  hms__sub_release(sub); /* the caller came back: whatever the last batch took is taken */
   for (;;) {
     if (atomic_exchange_explicit(&sub->interrupted, 0, memory_order_acq_rel)) {
       hms__sub_pump(sub);
@@ -1673,6 +1710,7 @@ static hms_status_t hms__sub_recv(hms_subscription_t *sub, hms__sink_t *sink, in
       if (sub->nerrs) continue;
     }
     int r = hms__sub_read_any(sub, sink);
+    if (r != HMS__TR_GOT) hms__sub_release(sub); /* skips held in this pass: never wait or leave with them */
     if (r == HMS__TR_GOT) {
       if (spin_start >= 0) hms__spin_feedback(&sub->spin, true);
       /* A batch takes whatever else is already there, without waiting. */
@@ -1767,7 +1805,9 @@ HMS_API hms_status_t hms_subscription_recv_batch(hms_subscription_t *sub, hms_me
                      "cap is 0");
   hms__sink_t sink = {.infos = infos, .max = max, .buf = buf, .cap = cap};
   pthread_mutex_lock(&sub->mu);
+  sub->holding = true; /* blocking rings: this batch's messages count as taken at the next call */
   hms_status_t st = hms__sub_recv(sub, &sink, timeout_ns, err);
+  sub->holding = false;
   pthread_mutex_unlock(&sub->mu);
   *count = sink.count;
   *used = st == HMS_OUT_OF_RANGE ? sink.need : sink.used;

@@ -10,7 +10,10 @@
 
 Semantics (see hms_ffi.h, "Topics"): per publisher, messages arrive in order; a subscriber that falls
 more than the ring holds behind loses the oldest ones and is told how many (``missed``), unless the
-publisher was opened with ``block=True``, which makes ``publish`` wait for lagging subscribers.
+publisher was opened with ``block=True``, which makes ``publish`` wait for lagging subscribers: it
+never gets more than ``capacity`` messages ahead of what the slowest subscriber's application has
+taken, i.e. been handed by ``recv``/``recv_many`` (a batch a Subscription fetched but has not handed
+out yet does not count; see :class:`Subscription`).
 A subscription only sees messages published after it was created; it picks up publishers that
 appear later. For an exact topic, ``recv`` raises ``Unavailable`` once every publisher went away and
 everything they published was delivered (iteration simply ends); patterns keep waiting.
@@ -165,7 +168,8 @@ class Publisher:
     ``ring_bytes``: payload bytes it keeps (power of two; 0 = 1 MiB); the largest message is
     ``ring_bytes // 4`` (``max_message``). ``codec``: how ``publish`` encodes values (None: raw for
     bytes, CBOR for the rest; ``"json"``; ``"cbor"``; ``"raw"``). ``block=True``: ``publish`` waits
-    (up to its ``timeout``) instead of overwriting messages a live subscriber has not read.
+    (up to its ``timeout``) instead of overwriting messages a live subscriber has not taken, so it is
+    never more than ``capacity`` messages ahead of what any live subscriber's ``recv`` has returned.
     """
 
     def __init__(self, node: Node, topic: str, *, capacity: int = 1024, ring_bytes: int = 0,
@@ -361,9 +365,14 @@ class Subscription:
     ``keep_waiting=True``: an exact topic whose publishers all went away keeps waiting for new ones
     instead of raising ``Unavailable``. ``spin_us``: busy-wait before sleeping (None = the node's).
 
-    Messages are taken from the core in batches (one C call for up to 256 that are already there) and
-    handed out one at a time; ``close()`` discards those taken but not yet returned. Before waiting on
-    :meth:`fileno`, call ``recv(timeout=0)`` until it returns None.
+    Messages are fetched from the core in batches (one C call for up to 256 that are already there)
+    and handed out one at a time; ``close()`` discards those fetched but not yet returned. The next
+    batch is fetched only once every message of the last one was returned, and that call is what
+    tells a blocking publisher (``block=True``) the last batch was taken: until then it holds the
+    publisher, so the publisher is never more than ``capacity`` messages ahead of what ``recv`` /
+    ``recv_many`` returned here (a batch from a blocking publisher is at most ``capacity`` long).
+    Before waiting on :meth:`fileno`, call ``recv(timeout=0)`` until it returns None (which also
+    releases the last batch to blocking publishers).
     """
 
     def __init__(self, node: Node, pattern: str, *, keep_waiting: bool = False,
@@ -390,8 +399,10 @@ class Subscription:
         self._closing = False
         self._exact = pattern if not any(c in pattern for c in "*?[]!^") else None
         self._err = ffi.new("hms_error_t *")
-        # Messages are taken from the core in batches (one call for many: a call per message is what
-        # costs in Python) and handed out one by one from _ready.
+        # Messages are fetched from the core in batches (one call for many: a call per message is what
+        # costs in Python) and handed out one by one from _ready. _fill runs only when _ready is empty:
+        # the core counts a batch of a blocking publisher as taken at our next call, so fetching ahead
+        # would let a blocking publisher run ahead of the application.
         self._ready: collections.deque = collections.deque()
         self._infos = ffi.new("hms_message_info_t[]", _BATCH)
         self._cap = 64 << 10

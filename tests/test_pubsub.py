@@ -67,6 +67,23 @@ sub.close()
 node.close()
 """
 
+SLOW_SUBSCRIBER = _PRELUDE + """
+pattern, count, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+sub = Subscription(node, pattern)
+print("ready", flush=True)
+got = []
+while len(got) < count:
+    asked = time.monotonic_ns()  # the application asks for the next message (it is done with the last)
+    m = sub.recv(timeout=10)
+    if m is None:
+        break
+    got.append({"seq": m.seq, "missed": m.missed, "data": m.data, "publish_ns": m.publish_time_ns, "asked": asked})
+    time.sleep(delay)
+out({"got": got, "missed": sub.missed})
+sub.close()
+node.close()
+"""
+
 PUBLISHER = _PRELUDE + """
 topics, count = sys.argv[1].split(","), int(sys.argv[2])
 wait_subs = int(sys.argv[3]) if len(sys.argv) > 3 else 0
@@ -334,18 +351,33 @@ def test_slow_subscriber_with_small_ring_bytes(node):
 
 
 def test_blocking_publisher_waits_for_slow_subscriber(node, children):
-    n = 40
-    with Publisher(node, "block.topic", capacity=4, block=True) as pub:
-        sub = children(SUBSCRIBER, "block.topic", n, 0.005)
+    # The blocking contract: a publisher never gets more than `capacity` messages ahead of what the
+    # slowest subscriber's application has taken (been handed by recv). So message k may only be
+    # published after the application asked for message k - capacity: the recv call that hands it
+    # over begins at `asked`, and publish_time_ns is stamped by the core after the publisher's wait
+    # (both CLOCK_MONOTONIC). Checked for every message, this is exact and needs no timing margin;
+    # the old core failed it every time (Subscription reads batches ahead of the application and the
+    # core showed the publisher the batch's cursor at once).
+    n, cap, delay = 40, 4, 0.005
+    with Publisher(node, "block.topic", capacity=cap, block=True) as pub:
+        assert pub.capacity == cap
+        sub = children(SLOW_SUBSCRIBER, "block.topic", n, delay)
         assert pub.wait_for_subscribers(1)
-        t0 = time.monotonic()
+        t0 = time.monotonic_ns()
         for i in range(n):
             pub.publish(i, timeout=10)
-        elapsed = time.monotonic() - t0
+        elapsed = time.monotonic_ns() - t0
         r = sub.result()
-    assert [g[4] for g in r["got"]] == list(range(n))
-    assert r["missed"] == 0 and all(g[2] == 0 for g in r["got"])
-    assert elapsed > (n - 8) * 0.005 * 0.8  # it really waited for the reader
+    got = r["got"]
+    assert [g["data"] for g in got] == list(range(n))
+    assert [g["seq"] for g in got] == list(range(1, n + 1))
+    assert r["missed"] == 0 and all(g["missed"] == 0 for g in got)
+    asked = {g["seq"]: g["asked"] for g in got}
+    early = [(g["seq"], (asked[g["seq"] - cap] - g["publish_ns"]) / 1e6) for g in got
+             if g["seq"] > cap and g["publish_ns"] < asked[g["seq"] - cap]]
+    assert not early, f"(seq, ms too early) published more than {cap} ahead of the application: {early}"
+    # Hence (the application sleeps `delay` after each message, from message 2 on after t0):
+    assert elapsed >= (n - cap - 2) * delay * 1e9, elapsed / 1e9
 
 
 def test_blocking_publisher_is_not_held_by_a_dead_subscriber(node, children):

@@ -636,8 +636,11 @@ HMS_API void hms_publisher_close(hms_publisher_t *pub);
 /// Publishes one message (copied into the ring). `flags` are HMS_MSG_*. Never blocks unless the
 /// publisher has HMS_PUBLISHER_BLOCK; then it waits up to `timeout_ns` (< 0 = as long as the lagging
 /// subscriber lives; a subscriber that dies or closes stops counting at once) for every connected
-/// subscriber to have read the message it would overwrite (messages published before a subscriber
-/// connected are not held for it). `seq` (may be NULL) receives the message's sequence number.
+/// subscriber to have taken the message it would overwrite (messages published before a subscriber
+/// connected are not held for it), so it is never more than its capacity ahead of what the slowest
+/// subscriber has taken: returned by hms_subscription_recv(), or by hms_subscription_recv_batch()
+/// and followed by the subscription's next receive call. `seq` (may be NULL) receives the message's
+/// sequence number.
 /// `data` may be NULL when `len` is 0.
 /// Thread-safety: any thread; concurrent publishes on one publisher are serialized.
 /// Returns: HMS_OK; HMS_RESOURCE_EXHAUSTED when `len` exceeds hms_publisher_max_message();
@@ -746,6 +749,11 @@ typedef struct hms_message_info_s {
 /// `max` messages and `cap` bytes, copying topic names and payloads back to back into `buf` and
 /// describing them in infos[0..*count). *used is the number of bytes of `buf` filled.
 /// Thread-safety: as hms_subscription_recv() (calls of both kinds are serialized).
+/// Blocking publishers (HMS_PUBLISHER_BLOCK): a batch's messages count as taken only when the next
+/// hms_subscription_recv() or hms_subscription_recv_batch() call on this subscription begins (one with
+/// timeout 0 will do), so a caller that works through a batch before it asks for more never has a
+/// blocking publisher more than its capacity ahead of what it has processed; a batch holds at most
+/// capacity messages of such a publisher, which waits (up to its timeout) until the caller is back.
 /// Returns: HMS_OK with *count >= 1; HMS_OUT_OF_RANGE when the next message alone does not fit in
 /// `cap` bytes (nothing consumed; *used is the size it needs); otherwise as hms_subscription_recv(),
 /// with *count == 0.

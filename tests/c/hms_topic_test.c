@@ -9,7 +9,10 @@
  *   - a fake subscriber against a real publisher: it cannot write, grow, shrink or remap the ring, and
  *     garbage in its page (cursor, sleep flag) neither crashes nor wedges a blocking publisher;
  *   - the seqlock: a real publisher overwrites a tiny ring as fast as it can while a subscriber reads;
- *     every delivered payload must be whole (never torn) and missed + received == published.
+ *     every delivered payload must be whole (never torn) and missed + received == published;
+ *   - the blocking contract: a blocking publisher is never more than `capacity` messages ahead of what
+ *     the subscriber has taken (hms_subscription_recv returned it; a batch's messages once the caller
+ *     comes back for more), and a publisher waiting on a held batch is woken when it is released.
  *
  * Usage: hms_topic_test   (uses $HMS_FFI_RUNTIME_DIR). Prints "all topic tests passed". */
 #include <fcntl.h>
@@ -506,6 +509,109 @@ static void test_fake_subscriber(hms_node_t *node) {
   hms_publisher_close(pub);
 }
 
+/* ------------------------------------------------------------------ blocking: what "taken" means */
+typedef struct {
+  hms_publisher_t *pub;
+  hms_status_t st;
+  _Atomic int done;
+} blocked_pub_t;
+
+static void *blocked_publish(void *arg) {
+  blocked_pub_t *b = arg;
+  hms_error_t err;
+  b->st = hms_publish(b->pub, "late", 4, HMS_CT_RAW, 0, 5000000000LL, NULL, &err);
+  atomic_store(&b->done, 1);
+  return NULL;
+}
+
+static void test_blocking_taken(hms_node_t *node) {
+  hms_error_t err;
+  hms_publisher_t *pub = NULL;
+  hms_publisher_options_t po;
+  hms_publisher_options_init(&po);
+  po.flags = HMS_PUBLISHER_BLOCK;
+  po.capacity = 4;
+  po.spin_ns = 0;
+  CHECK(hms_publisher_open(node, "taken.topic", &po, &pub, &err) == HMS_OK, "open: %s", err.message);
+  hms_subscription_t *sub = NULL;
+  hms_subscribe_options_t so;
+  hms_subscribe_options_init(&so);
+  so.spin_ns = 0;
+  CHECK(hms_subscribe(node, "taken.topic", &so, &sub, &err) == HMS_OK, "subscribe: %s", err.message);
+  if (!pub || !sub) {
+    hms_subscription_close(sub);
+    hms_publisher_close(pub);
+    return;
+  }
+  CHECK(hms_publisher_subscriber_count(pub) == 1, "subscribers: %u", hms_publisher_subscriber_count(pub));
+  const int64_t brief = 20000000; /* 20 ms: long enough to see a publisher give up */
+  uint64_t seq = 0;
+  /* publish(k) may run only once message k - 4 was taken */
+#define PUB_OK(k)                                                                                             \
+  do {                                                                                                        \
+    hms_status_t st_ = hms_publish(pub, "m", 1, HMS_CT_RAW, 0, brief, &seq, &err);                            \
+    CHECK(st_ == HMS_OK && seq == (uint64_t)(k), "publish %d: %s (seq %llu): %s", (k), hms_status_str(st_),   \
+          (unsigned long long)seq, err.message);                                                              \
+  } while (0)
+#define PUB_HELD(k)                                                                                           \
+  do {                                                                                                        \
+    hms_status_t st_ = hms_publish(pub, "m", 1, HMS_CT_RAW, 0, brief, NULL, &err);                            \
+    CHECK(st_ == HMS_DEADLINE_EXCEEDED && hms_publisher_last_seq(pub) == (uint64_t)(k) - 1,                   \
+          "publish %d must wait (more than 4 ahead of what was taken): %s, last seq %llu", (k),               \
+          hms_status_str(st_), (unsigned long long)hms_publisher_last_seq(pub));                              \
+  } while (0)
+  for (int k = 1; k <= 4; k++) PUB_OK(k);
+  PUB_HELD(5);
+  hms_message_info_t infos[32];
+  static char buf[4096];
+  size_t count = 0, used = 0;
+  /* A batch takes 1..4, but they count as taken only when the caller comes back for more. */
+  hms_status_t st = hms_subscription_recv_batch(sub, infos, 32, buf, sizeof buf, &count, &used, 1000000000LL, &err);
+  CHECK(st == HMS_OK && count == 4 && infos[0].seq == 1 && infos[3].seq == 4, "batch 1..4: %s count %zu",
+        hms_status_str(st), count);
+  PUB_HELD(5);
+  st = hms_subscription_recv_batch(sub, infos, 32, buf, sizeof buf, &count, &used, 0, &err);
+  CHECK(st == HMS_DEADLINE_EXCEEDED && count == 0, "empty batch: %s count %zu", hms_status_str(st), count);
+  for (int k = 5; k <= 8; k++) PUB_OK(k); /* released by that call */
+  PUB_HELD(9);
+  /* A single message is taken when hms_subscription_recv returns it. */
+  hms_message_t m;
+  st = hms_subscription_recv(sub, &m, 1000000000LL, &err);
+  CHECK(st == HMS_OK && m.seq == 5, "recv 5: %s seq %llu", hms_status_str(st), (unsigned long long)m.seq);
+  if (st == HMS_OK) hms_message_release(&m);
+  PUB_OK(9);
+  PUB_HELD(10);
+  st = hms_subscription_recv_batch(sub, infos, 2, buf, sizeof buf, &count, &used, 1000000000LL, &err);
+  CHECK(st == HMS_OK && count == 2 && infos[0].seq == 6 && infos[1].seq == 7, "batch 6..7: %s count %zu",
+        hms_status_str(st), count);
+  PUB_HELD(10);
+  st = hms_subscription_recv(sub, &m, 1000000000LL, &err); /* releases 6, 7 and takes 8 */
+  CHECK(st == HMS_OK && m.seq == 8, "recv 8: %s seq %llu", hms_status_str(st), (unsigned long long)m.seq);
+  if (st == HMS_OK) hms_message_release(&m);
+  for (int k = 10; k <= 12; k++) PUB_OK(k);
+  PUB_HELD(13);
+  /* A publisher waiting on a held batch sleeps until the caller comes back, then goes on at once. */
+  st = hms_subscription_recv_batch(sub, infos, 32, buf, sizeof buf, &count, &used, 1000000000LL, &err);
+  CHECK(st == HMS_OK && count == 4 && infos[0].seq == 9 && infos[3].seq == 12, "batch 9..12: %s count %zu",
+        hms_status_str(st), count);
+  blocked_pub_t b = {.pub = pub};
+  pthread_t t;
+  pthread_create(&t, NULL, blocked_publish, &b);
+  usleep(100000);
+  CHECK(!atomic_load(&b.done), "publish 13 went ahead of a held batch");
+  int64_t t0 = hms__now_ns();
+  st = hms_subscription_recv_batch(sub, infos, 32, buf, sizeof buf, &count, &used, 2000000000LL, &err);
+  int64_t dt = hms__now_ns() - t0;
+  pthread_join(t, NULL);
+  CHECK(b.st == HMS_OK, "publish 13 after the release: %s", hms_status_str(b.st));
+  CHECK(st == HMS_OK && count == 1 && infos[0].seq == 13 && dt < 1000000000LL, "recv 13: %s count %zu after %lld ms",
+        hms_status_str(st), count, (long long)(dt / 1000000));
+#undef PUB_OK
+#undef PUB_HELD
+  hms_subscription_close(sub);
+  hms_publisher_close(pub);
+}
+
 /* ------------------------------------------------------------------ seqlock: never torn */
 typedef struct {
   hms_publisher_t *pub;
@@ -610,6 +716,9 @@ int main(void) {
   printf("fake subscriber\n");
   fflush(stdout);
   test_fake_subscriber(node);
+  printf("blocking: taken\n");
+  fflush(stdout);
+  test_blocking_taken(node);
   printf("never torn\n");
   fflush(stdout);
   test_never_torn(node);
