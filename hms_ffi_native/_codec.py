@@ -26,7 +26,7 @@ CT_PROTOBUF = 4
 CT_ARROW = 5
 CT_NDARRAY = 6  # numpy arrays: header + data (hms_ffi_native/_ndarray.py, layout in the C header)
 
-CODECS = {"raw": CT_RAW, "cbor": CT_CBOR, "json": CT_JSON}
+CODECS = {"raw": CT_RAW, "cbor": CT_CBOR, "json": CT_JSON, "protobuf": CT_PROTOBUF}
 CT_NAMES = {CT_NONE: "none", CT_RAW: "raw", CT_CBOR: "cbor", CT_JSON: "json", CT_PROTOBUF: "protobuf",
             CT_ARROW: "arrow", CT_NDARRAY: "ndarray"}
 
@@ -60,6 +60,8 @@ def encode(value: Any, codec: Optional[str] = None) -> Tuple[bytes, int]:
             from . import _ndarray
 
             return _ndarray.encode_bytes(value), CT_NDARRAY
+        if _is_protobuf(value):
+            return value.SerializeToString(), CT_PROTOBUF
         codec = "cbor"
     if codec == "cbor":
         try:
@@ -73,6 +75,13 @@ def encode(value: Any, codec: Optional[str] = None) -> Tuple[bytes, int]:
             return _json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode(), CT_JSON
         except (TypeError, ValueError) as e:
             raise InvalidArgument(f"cannot encode value as JSON: {e}; use codec='cbor' for bytes and sets") from e
+    if codec == "protobuf":
+        if _is_protobuf(value):
+            return value.SerializeToString(), CT_PROTOBUF
+        if isinstance(value, _BYTES_TYPES):  # already serialized
+            return bytes(value), CT_PROTOBUF
+        raise InvalidArgument(f"codec 'protobuf' needs a protobuf message (or its serialized bytes), got "
+                              f"{type(value).__name__}")
     if codec == "raw":
         if value is None:
             return b"", CT_RAW
@@ -83,6 +92,26 @@ def encode(value: Any, codec: Optional[str] = None) -> Tuple[bytes, int]:
             )
         return bytes(value), CT_RAW
     raise InvalidArgument(f"unknown codec {codec!r}; use one of {sorted(CODECS)}")
+
+
+def _is_protobuf(value) -> bool:
+    """A generated protobuf message (google.protobuf), recognized without importing protobuf."""
+    return hasattr(value, "SerializeToString") and hasattr(value, "DESCRIPTOR") and hasattr(type(value), "FromString")
+
+
+def parse_protobuf(message_type, data: bytes):
+    """``message_type.FromString(data)``, with errors as InvalidArgument naming the type (and, for
+    proto2 messages, the missing required fields)."""
+    name = getattr(getattr(message_type, "DESCRIPTOR", None), "full_name", getattr(message_type, "__name__", "?"))
+    try:
+        msg = message_type.FromString(data)
+    except Exception as e:  # google.protobuf.message.DecodeError and friends: hostile bytes
+        raise InvalidArgument(f"payload does not parse as {name}: {e}", details={"type": name}) from e
+    if hasattr(msg, "IsInitialized") and not msg.IsInitialized():
+        missing = msg.FindInitializationErrors() if hasattr(msg, "FindInitializationErrors") else []
+        raise InvalidArgument(f"{name} is missing required field(s) {', '.join(missing) or '?'}",
+                              details={"type": name, "missing": list(missing)})
+    return msg
 
 
 def _json_default(value):

@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-from ._codec import CODECS, CT_CBOR, CT_NONE, CT_RAW, decode, encode
+from ._codec import CODECS, CT_CBOR, CT_NAMES, CT_NONE, CT_PROTOBUF, CT_RAW, decode, encode, parse_protobuf
 from ._errors import (FailedPrecondition, FFIError, InvalidArgument, NotFound, ResourceExhausted, error_for)
 from ._native import ffi, lib
 from . import _ndarray
@@ -94,10 +94,17 @@ def default_runtime_dir() -> str:
 class CallContext:
     """What a handler knows about the call it serves. Valid only while the handler runs."""
 
-    __slots__ = ("_call",)
+    __slots__ = ("_call", "_ct")
 
-    def __init__(self, call) -> None:
+    def __init__(self, call, content_type: int = 0) -> None:
         self._call = call
+        self._ct = content_type
+
+    @property
+    def content_type(self) -> str:
+        """The request's content type: 'none', 'raw', 'cbor', 'json', 'protobuf', 'arrow', 'ndarray' (or
+        'user:N' for application-defined ones), as the caller sent it."""
+        return CT_NAMES.get(self._ct, f"user:{self._ct}")
 
     def loan(self, nbytes: int):
         """A writable buffer of ``nbytes`` in this connection's arena (a uint8 ndarray; a memoryview
@@ -174,10 +181,11 @@ class CallContext:
 
 class _Function:
     __slots__ = ("name", "fn", "codec", "wants_ctx", "handle", "service", "stream", "client_stream", "is_async",
-                 "is_async_gen")
+                 "is_async_gen", "request_type")
 
     def __init__(self, service: "Service", name: str, fn: Callable, codec: Optional[str],
-                 client_stream: bool = False) -> None:
+                 client_stream: bool = False, request_type=None) -> None:
+        self.request_type = request_type  # a protobuf message class: requests are parsed (and checked)
         self.client_stream = client_stream
         self.service = service
         self.name = name
@@ -219,6 +227,18 @@ def _set_error(call, exc: FFIError) -> int:
     return exc.code
 
 
+def _request_value(entry: "_Function", ct: int, data: bytes) -> Any:
+    """A request payload as the handler gets it: decoded by content type, or parsed as the function's
+    protobuf request type (anything else is refused before the handler runs)."""
+    rt = entry.request_type
+    if rt is None:
+        return data if ct == CT_RAW else decode(ct, data)
+    if ct not in (CT_PROTOBUF, CT_RAW, CT_NONE):
+        raise InvalidArgument(f"{entry.service.name}.{entry.name} takes a protobuf "
+                              f"{rt.DESCRIPTOR.full_name}; got a {CT_NAMES.get(ct, ct)} payload")
+    return parse_protobuf(rt, data)
+
+
 @ffi.def_extern()
 def _hms_py_handler(call, req, user_data):
     entry: _Function = ffi.from_handle(user_data)
@@ -235,8 +255,8 @@ def _hms_py_handler(call, req, user_data):
                 arg = _take_request(call, req, ct)
             else:
                 data = ffi.buffer(req.data, n)[:] if n else b""  # copied: the peer may rewrite shared memory
-                arg = data if ct == CT_RAW else decode(ct, data)
-        result = entry.fn(arg, CallContext(call)) if entry.wants_ctx else entry.fn(arg)
+                arg = _request_value(entry, ct, data)
+        result = entry.fn(arg, CallContext(call, req_ct)) if entry.wants_ctx else entry.fn(arg)
         if entry.stream:
             return _serve_stream(call, entry, result)
         err = entry.service.node._handler_err  # one serving thread per node: safe to reuse
@@ -420,10 +440,13 @@ class Service:
         self._batch_handlers: Dict[str, "_BatchHandler"] = {}
 
     def add_function(self, name: str, fn: Callable, *, codec: Optional[str] = None,
-                     idempotent: bool = False, client_stream: bool = False) -> None:
+                     idempotent: bool = False, client_stream: bool = False, request_type=None) -> None:
         """Registers ``fn(payload[, ctx])`` under ``name``. ``codec`` fixes the reply encoding
-        ('raw', 'cbor', 'json'); by default a reply to a CBOR request is CBOR, otherwise bytes go raw and
-        other values as CBOR."""
+        ('raw', 'cbor', 'json', 'protobuf'); by default a reply to a CBOR request is CBOR, a protobuf
+        message goes as protobuf, otherwise bytes go raw and other values as CBOR.
+        ``request_type`` (a generated protobuf message class) makes the function take that message:
+        payloads that do not parse, or lack proto2 required fields, are refused with
+        ``InvalidArgument`` naming the type before the handler runs."""
         self.node._check_open()
         if not callable(fn):
             raise InvalidArgument(f"handler for {name!r} must be callable, got {type(fn).__name__}")
@@ -431,7 +454,10 @@ class Service:
             raise InvalidArgument(f"function name must be a str, got {type(name).__name__}")
         if codec is not None and codec not in CODECS:
             raise InvalidArgument(f"unknown codec {codec!r}; use one of {sorted(CODECS)}")
-        entry = _Function(self, name, fn, codec, client_stream)
+        if request_type is not None and not hasattr(request_type, "FromString"):
+            raise InvalidArgument(f"request_type for {name!r} must be a generated protobuf message class, got "
+                                  f"{request_type!r}")
+        entry = _Function(self, name, fn, codec, client_stream, request_type)
         if client_stream and entry.is_async:
             raise InvalidArgument(f"handler for {name!r}: client-stream and bidirectional handlers read the caller's "
                                   "items on the serving thread, so they must be plain functions or generators, not "
@@ -445,7 +471,8 @@ class Service:
         self._functions[name] = entry  # keeps the handle alive as long as the C side may use it
 
     def function(self, name: Optional[str] = None, *, codec: Optional[str] = None,
-                 idempotent: bool = False, client_stream: bool = False) -> Callable[[Callable], Callable]:
+                 idempotent: bool = False, client_stream: bool = False,
+                 request_type=None) -> Callable[[Callable], Callable]:
         """Decorator form of :meth:`add_function`; the name defaults to the function's ``__name__``.
 
         A generator function serves a server stream (each ``yield`` is an item). With
@@ -458,7 +485,7 @@ class Service:
 
         def deco(fn: Callable) -> Callable:
             self.add_function(name or fn.__name__, fn, codec=codec, idempotent=idempotent,
-                              client_stream=client_stream)
+                              client_stream=client_stream, request_type=request_type)
             return fn
 
         return deco
@@ -717,13 +744,13 @@ class Node:
         n = req.len
         data = ffi.buffer(req.data, n)[:] if n else b""  # copy now: the ring slot is reused after return
         ct = req.content_type
-        arg = data if ct == CT_RAW else decode(ct, data)
+        arg = _request_value(entry, ct, data)
         out = ffi.new("hms_deferred_t **")
         st = lib.hms_call_defer(call, out, self._handler_err)
         if st:
             raise error_for(st, ffi.string(self._handler_err.message).decode("utf-8", "replace"))
         d = out[0]
-        ctx = CallContext(lib.hms_deferred_call(d)) if entry.wants_ctx else None
+        ctx = CallContext(lib.hms_deferred_call(d), ct) if entry.wants_ctx else None
         coro = self._run_async(entry, arg, ctx, d)
         if _running_loop() is self._loop:
             self._loop.create_task(coro)  # served from the loop itself: no thread hop, no GIL convoy
