@@ -194,18 +194,20 @@ hms_status_t hms__runtime_dir_ensure(const char *dir, hms_error_t *err) {
   return HMS_OK;
 }
 
-uint64_t hms__proc_starttime(pid_t pid) {
+/* Reads the state letter (field 3) and the start time (field 22) of /proc/<pid>/stat. */
+static bool hms__proc_stat(pid_t pid, char *state, uint64_t *starttime) {
   char path[64], buf[1024];
   snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
+  if (fd < 0) return false;
   ssize_t n = read(fd, buf, sizeof buf - 1);
   close(fd);
-  if (n <= 0) return 0;
+  if (n <= 0) return false;
   buf[n] = 0;
   /* comm may contain spaces and parens: fields restart after the last ')'. */
   char *p = strrchr(buf, ')');
-  if (!p) return 0;
+  if (!p || p[1] != ' ' || !p[2]) return false;
+  *state = p[2];
   p++;
   /* after ')' come fields 3..; starttime is field 22 */
   int field = 2;
@@ -213,16 +215,44 @@ uint64_t hms__proc_starttime(pid_t pid) {
     if (*p == ' ') field++;
     p++;
   }
-  if (field != 22) return 0;
-  return strtoull(p, NULL, 10);
+  if (field != 22) return false;
+  *starttime = strtoull(p, NULL, 10);
+  return true;
+}
+
+uint64_t hms__proc_starttime(pid_t pid) {
+  char state;
+  uint64_t st;
+  return hms__proc_stat(pid, &state, &st) ? st : 0;
+}
+
+/* Threads of a process (entries of /proc/<pid>/task), counted up to 2. */
+static int hms__proc_threads(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+  DIR *d = opendir(path);
+  if (!d) return 0;
+  int n = 0;
+  struct dirent *e;
+  while (n < 2 && (e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n;
 }
 
 static bool hms__process_alive(pid_t pid, uint64_t starttime) {
   if (pid <= 0) return false;
   if (kill(pid, 0) != 0 && errno == ESRCH) return false;
-  uint64_t st = hms__proc_starttime(pid);
-  if (st == 0) return kill(pid, 0) == 0 || errno == EPERM; /* no /proc: trust kill */
-  return starttime == 0 || st == starttime;
+  char state;
+  uint64_t st;
+  if (!hms__proc_stat(pid, &state, &st)) return kill(pid, 0) == 0 || errno == EPERM; /* no /proc: trust kill */
+  if (starttime != 0 && st != starttime) return false; /* the pid was reused */
+  /* A killed process its parent has not reaped yet is a zombie: its sockets are closed and it will never
+   * serve again. Counting it alive kept its entry, so clients got "connection refused" and a restarted
+   * service was refused its own name (ALREADY_EXISTS) until the parent called wait(). A process whose
+   * main thread alone exited (pthread_exit) also shows 'Z', but it still has other threads: alive. */
+  if (state == 'Z' || state == 'X' || state == 'x') return hms__proc_threads(pid) > 1;
+  return true;
 }
 
 static int hms__dir_lock(const char *dir) {

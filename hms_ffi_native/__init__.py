@@ -20,6 +20,7 @@ from ._errors import (STATUS_NAMES, Aborted, AlreadyExists, Cancelled, DataLoss,
 from ._core import (CallContext, Client, Node, Service, ServiceInfo, Stream, connect, default_runtime_dir,
                     list_services)
 from ._ndarray import Loan, ReceivedPayload
+from ._retry import CircuitBreaker, ResilientClient, RetryPolicy
 from ._topic import Event, EventMetadata, Message, Publisher, Subscription
 from ._remote import (RemoteClient, RemotePublisher, RemoteStream, RemoteSubscription, list_remote_services,
                       publisher_remote, subscribe_remote)
@@ -36,5 +37,5 @@ __all__ = [
     "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated", "error_for",
     "STATUS_NAMES", "ABI_VERSION", "__version__", "Loan", "ReceivedPayload",
     "RemoteClient", "RemoteStream", "RemoteSubscription", "RemotePublisher", "subscribe_remote",
-    "publisher_remote", "list_remote_services",
+    "publisher_remote", "list_remote_services", "RetryPolicy", "CircuitBreaker", "ResilientClient",
 ]

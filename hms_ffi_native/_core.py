@@ -1649,6 +1649,12 @@ def connect(service: str, version: str = "*", *, timeout: Optional[float] = 5.0,
         from ._remote import connect_remote
 
         return connect_remote(service, version, timeout=timeout, **remote)
+    retry, breaker = remote.pop("retry", None), remote.pop("breaker", None)
+    if retry is not None or breaker is not None:  # opt-in reconnect, retries, circuit breaker: _retry.py
+        from ._retry import ResilientClient
+
+        return ResilientClient(service, version, retry=retry, breaker=breaker, runtime_dir=runtime_dir,
+                               timeout=timeout, spin_us=spin_us, ring_bytes=ring_bytes)
     if remote:
         raise InvalidArgument(f"unexpected keyword arguments for a local service: {sorted(remote)}")
     return _default_node(runtime_dir).connect(service, version, timeout=timeout, spin_us=spin_us,
