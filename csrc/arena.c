@@ -354,6 +354,7 @@ static int hms__arena_on_segment_locked(hms__arena_t *a, const hms__amsg_segment
 int hms__arena_drain_locked(hms__arena_t *a, char *why, size_t why_cap) {
   if (a->rx_hint) a->rx_seen = atomic_load_explicit(a->rx_hint, memory_order_acquire);
   if (a->sock < 0) return 0;
+  if (a->npending) hms__arena_flush_locked(a); /* releases that found the peer's socket full earlier */
   for (;;) {
     uint8_t buf[sizeof(hms__amsg_hdr_t) + HMS__AMSG_MAX_RELEASES * sizeof(hms__amsg_release_t)];
     int fds[1] = {-1}, nfds = 0;

@@ -1788,7 +1788,13 @@ HMS_API hms_status_t hms_node_arena_stats(hms_node_t *node, hms_arena_stats_t *s
     return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "hms_arena_stats_t.version is %u; call hms_arena_stats_init",
                      stats->version);
   hms_arena_stats_init(stats);
-  for (size_t i = 0; i < node->nconns; i++) hms__arena_stats_add(node->conns[i]->arena, stats);
+  char why[200];
+  for (size_t i = 0; i < node->nconns; i++) {
+    hms__conn_t *c = node->conns[i];
+    if (!c->arena) continue;
+    if (!c->dead && hms__arena_drain(c->arena, why, sizeof why) < 0) c->dead = true; /* releases in flight */
+    hms__arena_stats_add(c->arena, stats);
+  }
   if (!stats->quota) stats->quota = node->arena_quota ? node->arena_quota : HMS_ARENA_DEFAULT_QUOTA;
   hms__ok(err);
   return HMS_OK;
