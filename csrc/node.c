@@ -1359,9 +1359,11 @@ static bool hms__handle_events(hms_node_t *node, int timeout_ms, bool *interrupt
     uint64_t v;
     switch (tag->kind) {
       case HMS__EP_STOP:
+        /* The eventfd only wakes us; the flag says whether a stop is pending. A write that lost the
+         * race with a loop that had already seen the flag (and returned) is stale: ignore it. */
         while (read(node->stop_fd, &v, sizeof v) > 0) {
         }
-        stop = true;
+        if (atomic_load_explicit(&node->stop_requested, memory_order_acquire)) stop = true;
         break;
       case HMS__EP_LISTEN:
         hms__accept_all(node, tag->ptr);

@@ -34,6 +34,7 @@ __all__ = ["Node", "Service", "Client", "CallContext", "ServiceInfo", "connect",
            "default_runtime_dir"]
 
 _NS = 1_000_000_000
+_SERVE_SLICE_NS = 200_000_000  # Node.serve() returns to Python this often (signals, stop())
 
 
 def _check_abi() -> None:
@@ -578,6 +579,7 @@ class Node:
         self._clients: "set[Client]" = set()
         self._thread: Optional[threading.Thread] = None
         self._interrupted: Optional[BaseException] = None
+        self._stop_serving = False  # set by stop(): ends serve() (the C flag alone cannot tell a slice end)
         self._lock = threading.Lock()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[threading.Thread] = None
@@ -636,7 +638,9 @@ class Node:
         end = None if timeout is None else time.monotonic() + timeout
         err = ffi.new("hms_error_t *")
         while True:
-            left = -1 if end is None else max(0, int((end - time.monotonic()) * _NS))
+            # Slices of at most 0.2 s: a signal that lands while the loop is busy (not in epoll_wait,
+            # so no EINTR) is seen by Python's handlers within one slice instead of never.
+            left = _SERVE_SLICE_NS if end is None else max(0, min(_SERVE_SLICE_NS, int((end - time.monotonic()) * _NS)))
             st = lib.hms_node_serve(self._ptr, left, err)
             if self._interrupted is not None:
                 e, self._interrupted = self._interrupted, None
@@ -645,7 +649,11 @@ class Node:
                 continue
             if st:
                 _raise(st, err)
-            return
+            if self._stop_serving:
+                self._stop_serving = False
+                return
+            if end is not None and time.monotonic() >= end:
+                return
 
     def _has_async(self) -> bool:
         return any(f.is_async for s in self._services.values() for f in s._functions.values())
@@ -864,6 +872,7 @@ class Node:
             return
         self._stop_loop_serving()
         self._serve_event.set()
+        self._stop_serving = True
         lib.hms_node_stop(self._ptr)
         t = self._thread
         if t is not None and t is not threading.current_thread():
