@@ -63,6 +63,10 @@ Cflags: -I${{includedir}}
 """
 
 
+def _is_rpath_flag(arg: str) -> bool:
+    return arg.startswith(("-Wl,-rpath", "-Wl,--rpath", "-Wl,-R", "-R"))
+
+
 class build_ext(_setuptools_build_ext):
     """build_ext + the standalone C library, its header and its pkg-config file.
 
@@ -76,6 +80,15 @@ class build_ext(_setuptools_build_ext):
         os.path.join("lib", "pkgconfig", "hms_ffi.pc"),
         os.path.join("include", "hms_ffi", "hms_ffi.h"),
     )
+
+    def build_extensions(self):
+        # Some interpreters (pyenv, a few distribution builds) put `-Wl,-rpath,<their own lib dir>` in
+        # LDSHARED, which would leave a RUNPATH naming the build machine in _native.abi3.so (auditwheel
+        # keeps it). The extension links libc only and needs no RPATH: drop every rpath flag.
+        linker = getattr(self.compiler, "linker_so", None)
+        if linker:
+            self.compiler.linker_so = [a for a in linker if not _is_rpath_flag(a)]
+        super().build_extensions()
 
     def run(self):
         super().run()  # the cffi extension (and the --inplace copy of it)

@@ -64,6 +64,25 @@ def _gateway(args) -> int:
     return 0
 
 
+def _versions() -> tuple:
+    """(package version, ABI version) from the header shipped next to this package -- the header is
+    where both are written down (setup.py reads the version from it) -- without loading _native."""
+    import re
+
+    from . import _paths
+
+    text = _paths.header_path().read_text(encoding="utf-8")
+
+    def define(name: str) -> str:
+        m = re.search(rf"^[ \t]*#[ \t]*define[ \t]+{name}[ \t]+([0-9]+)\b", text, re.M)
+        if not m:
+            raise LookupError(f"{name} not found in {_paths.header_path()}")
+        return m.group(1)
+
+    version = ".".join(define(f"HMS_FFI_VERSION_{part}") for part in ("MAJOR", "MINOR", "PATCH"))
+    return version, int(define("HMS_FFI_ABI_VERSION"))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="hms-ffi", description="hms-ffi-native: cross-process calls over shared memory")
     p.add_argument("--libdir", action="store_true", help="print the directory holding libhms_ffi.so")
@@ -98,6 +117,8 @@ def main(argv=None) -> int:
     gw.add_argument("--max-message", type=int, default=64 << 20, help="largest message in bytes (default 64 MiB)")
     args = p.parse_args(argv)
 
+    # The flags answer from the files shipped in the package (_paths) and never touch _core/_native:
+    # a build system asking for -I/-L must not depend on the Python extension loading.
     if args.libdir or args.includedir or args.pkgconfig_dir:
         from . import _paths
 
@@ -113,9 +134,12 @@ def main(argv=None) -> int:
             return 1
         return 0
     if args.show_version:
-        import hms_ffi_native as hms
-
-        print(f"hms-ffi-native {hms.__version__} (ABI {hms.ABI_VERSION})")
+        try:
+            version, abi = _versions()
+        except (FileNotFoundError, LookupError) as e:
+            print(e, file=sys.stderr)
+            return 1
+        print(f"hms-ffi-native {version} (ABI {abi})")
         return 0
     if args.cmd is None:
         p.print_help()
