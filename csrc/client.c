@@ -1071,14 +1071,27 @@ HMS_API hms_status_t hms_call(hms_client_t *client, uint32_t fn_id, const hms_pa
   if (st) return st;
   int64_t deadline = hms__deadline_from_timeout(timeout_ns);
   uint64_t id;
+  uint16_t flags = 0;
+  hms__aref_wire_t wire;
+  if (HMS__UNLIKELY(len > c->max_message)) {
+    /* The one copy into the arena happens before send_lock: other threads' sends do not wait for it. */
+    st = hms__arena_copy_in(c->arena, data, len, NULL, 0, &wire, err);
+    if (st) return st;
+    data = (const char *)&wire;
+    len = sizeof wire;
+    flags = HMS__FRAME_F_ARENA;
+  }
   uint32_t idx = hms__slot_take(c, HMS__MODE_SYNC, deadline, NULL, NULL, &id);
-  if (idx == HMS__NO_SLOT)
+  if (idx == HMS__NO_SLOT) {
+    if (flags) hms__arena_unsend(c->arena, &wire);
     return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0, "more than %d calls in flight on one client", HMS__SLOTS);
+  }
   pthread_mutex_lock(&c->send_lock);
-  st = hms__send_frame(c, HMS__FRAME_REQUEST, 0, fn_id, ct, id, deadline, data, len, err);
+  st = hms__send_frame(c, HMS__FRAME_REQUEST, flags, fn_id, ct, id, deadline, data, len, err);
   if (st == HMS_OK) hms__ring_server(c);
   pthread_mutex_unlock(&c->send_lock);
   if (st) {
+    if (flags) hms__arena_unsend(c->arena, &wire);
     hms__slot_release(c, idx);
     return st;
   }
