@@ -850,10 +850,11 @@ HMS_API hms_status_t hms_call_loan(hms_call_t *call, size_t size, hms_block_t *b
 /// answered from the handler only (not deferred ones).
 HMS_API hms_status_t hms_call_reply_block(hms_call_t *call, hms_block_t *block, size_t len, uint32_t content_type,
                                           hms_error_t *err);
-/// Takes the running call's request payload so it outlives the handler: *out is the arena view itself
-/// when the request arrived in the arena (no copy), else a private copy. Release it with
+/// Takes the running call's request payload so it outlives the handler, when it arrived in the arena
+/// (larger than hms_client_max_inline()): *out is the arena view itself (no copy). Release it with
 /// hms_payload_release() from any thread. At most once per call.
-/// Returns: HMS_FAILED_PRECONDITION when already taken or for a deferred call's view.
+/// Returns: HMS_FAILED_PRECONDITION when already taken, for a deferred call's view, or when the request
+/// came inline in the ring (copy it instead: it is valid only during the call).
 HMS_API hms_status_t hms_call_take_request(hms_call_t *call, hms_payload_t *out, hms_error_t *err);
 /// Sets the quota of the client's arena (0 = HMS_ARENA_DEFAULT_QUOTA).
 HMS_API hms_status_t hms_client_set_arena_quota(hms_client_t *client, uint64_t bytes, hms_error_t *err);
