@@ -1382,6 +1382,13 @@ struct hms_stream_s {
   hms_status_t final;
   _Atomic bool cancelled;
   _Atomic bool finished; /* client side: END sent */
+  /* hms_stream_next_many: a result taken from the stream but not handed out yet (an item too big for
+   * the caller's buffer or in an arena block, the end, or an error); the next read returns it first. */
+  bool has_held;
+  hms_status_t held_status;
+  int held_end;
+  hms_payload_t held_item;
+  hms_error_t held_err;
 };
 
 HMS_API hms_status_t hms_stream_open(hms_client_t *client, uint32_t fn_id, const char *data, size_t len,
@@ -1456,6 +1463,13 @@ HMS_API hms_status_t hms_stream_next(hms_stream_t *stream, hms_payload_t *item, 
   if (!stream || !item || !end) return hms__fail(err, HMS_INVALID_ARGUMENT, 0, "stream, item and end must not be NULL");
   hms_stream_t *s = stream;
   hms_client_t *c = s->client;
+  if (s->has_held) {
+    s->has_held = false;
+    *item = s->held_item;
+    *end = s->held_end;
+    if (err) *err = s->held_err;
+    return s->held_status;
+  }
   if (s->ended) {
     if (s->final == HMS_OK) {
       *end = 1;
@@ -1561,8 +1575,61 @@ HMS_API void hms_stream_cancel(hms_stream_t *stream) {
   pthread_mutex_unlock(&c->send_lock);
 }
 
+/* A payload that is a view of an arena block (not a private copy this file allocated). */
+static inline bool hms__payload_is_arena(const hms_payload_t *p) {
+  return p->release != NULL && p->release != hms__payload_free;
+}
+
+HMS_API hms_status_t hms_stream_next_many(hms_stream_t *stream, uint8_t *buf, size_t cap, uint32_t *offsets,
+                                          uint32_t *content_types, size_t max, size_t *n, int *end,
+                                          int64_t timeout_ns, hms_error_t *err) {
+  if (n) *n = 0;
+  if (end) *end = 0;
+  if (!stream || !buf || !offsets || !content_types || !n || !end || max == 0 || cap > UINT32_MAX)
+    return hms__fail(err, HMS_INVALID_ARGUMENT, 0,
+                     "stream, buf, offsets, content_types, n and end must be set, max >= 1 and cap < 4 GiB");
+  hms_stream_t *s = stream;
+  size_t used = 0, k = 0;
+  offsets[0] = 0;
+  for (;;) {
+    hms_payload_t item;
+    int e = 0;
+    hms_error_t e2;
+    /* The first item may wait (timeout_ns); the rest are only what is there already. */
+    hms_status_t st = hms_stream_next(s, &item, &e, k == 0 ? timeout_ns : 0, &e2);
+    if (k > 0 && st == HMS_DEADLINE_EXCEEDED && !s->ended) break; /* nothing more right now */
+    bool fits = st == HMS_OK && !e && !hms__payload_is_arena(&item) && item.len <= cap - used;
+    if (!fits) {
+      if (k == 0 && st == HMS_OK && e) { /* the end, with nothing collected: report it now */
+        *end = 1;
+        hms__ok(err);
+        return HMS_OK;
+      }
+      /* Hand it out on the next call (hms_stream_next or hms_stream_next_many returns it first):
+       * an item that does not fit, lives in an arena block (a zero-copy view is better than a
+       * copy), or an error (its message and details travel in an item). */
+      s->has_held = true;
+      s->held_status = st;
+      s->held_end = e;
+      s->held_item = item;
+      s->held_err = e2;
+      break;
+    }
+    if (item.len) memcpy(buf + used, item.data, item.len);
+    used += item.len;
+    content_types[k] = item.content_type;
+    offsets[++k] = (uint32_t)used;
+    hms_payload_release(&item);
+    if (k == max) break;
+  }
+  *n = k;
+  hms__ok(err);
+  return HMS_OK;
+}
+
 HMS_API void hms_stream_close(hms_stream_t *stream) {
   if (!stream) return;
+  if (stream->has_held) hms_payload_release(&stream->held_item);
   bool was_ended = stream->ended && !stream->cancelled;
   if (!was_ended) hms_stream_cancel(stream);
   /* Later frames of this stream find no waiting slot and are dropped by whoever reads them. */

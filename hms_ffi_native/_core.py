@@ -20,6 +20,7 @@ import os
 import weakref
 import threading
 import traceback
+import time
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
@@ -1358,7 +1359,7 @@ class Client:
                                  out, err)
         if st:
             _raise(st, err)
-        return Stream(self, out[0], function)
+        return Stream(self, out[0], function, timeout)
 
     def _open_client_stream(self, function: str, flags: int, timeout: Optional[float]) -> "Stream":
         fid, _, _ = self._prepare(function, None, None)
@@ -1367,7 +1368,7 @@ class Client:
         st = lib.hms_stream_open(self._ptr, fid, ffi.NULL, 0, CT_NONE, flags, _timeout_ns(timeout), out, err)
         if st:
             _raise(st, err)
-        return Stream(self, out[0], function)
+        return Stream(self, out[0], function, timeout)
 
     def client_stream(self, function: str, requests, *, timeout: Optional[float] = None,
                       codec: Optional[str] = None) -> Any:
@@ -1534,13 +1535,19 @@ class Client:
         return f"<Client {self.service}@{self.version} {state}>"
 
 
+_BURST_BYTES = 256 << 10  # Stream: items up to this size are copied out many per call
+_BURST_ITEMS = 1024
+
+
 class Stream:
     """Items of a server stream, in order. Iterate it; ``next_item(timeout)`` waits with a per-item
     limit. End of stream ends the iteration; an error mid-stream raises its exception; ``cancel()``
     stops the producer. Use it as a context manager (or exhaust it) so it is closed."""
 
-    def __init__(self, client: Client, ptr, function: str) -> None:
+    def __init__(self, client: Client, ptr, function: str, timeout: Optional[float] = None) -> None:
         self._client = client
+        # The whole stream's deadline, also checked for items already taken from the ring in a burst.
+        self._deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         self._ptr = ptr
         self.function = function
         self._item = ffi.new("hms_payload_t *")
@@ -1549,6 +1556,9 @@ class Stream:
         self._send_err = ffi.new("hms_error_t *")
         self._sender: Optional[threading.Thread] = None
         self._sender_error: Optional[BaseException] = None
+        self._burst: List[Any] = []  # items taken in one hms_stream_next_many call, handed out in order
+        self._burst_at = 0
+        self._many = None  # (buf, offsets, content types, n) scratch, made on first use
 
     def send(self, item: Any, *, codec: Optional[str] = None) -> None:
         """Sends one item of a client (or bidirectional) stream."""
@@ -1586,8 +1596,37 @@ class Stream:
         if self._client._ptr is None:
             self.close()
             raise FailedPrecondition("the client of this stream was closed")
+        burst = self._burst
+        if self._burst_at < len(burst):
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                self._burst = []
+                self.close()
+                raise error_for(lib.HMS_DEADLINE_EXCEEDED, f"stream of {self.function} passed its deadline")
+            value = burst[self._burst_at]
+            self._burst_at += 1
+            return value
         item, end, err = self._item, self._end, self._err
-        st = lib.hms_stream_next(ptr, item, end, -1 if timeout is None else _timeout_ns(timeout), err)
+        tns = -1 if timeout is None else _timeout_ns(timeout)
+        many = self._many
+        if many is None:
+            many = self._many = (ffi.new("uint8_t[]", _BURST_BYTES), ffi.new("uint32_t[]", _BURST_ITEMS + 1),
+                                 ffi.new("uint32_t[]", _BURST_ITEMS), ffi.new("size_t *"))
+        buf, offs, cts, count = many
+        st = lib.hms_stream_next_many(ptr, buf, _BURST_BYTES, offs, cts, _BURST_ITEMS, count, end, tns, err)
+        k = count[0]
+        if st == 0 and k:
+            o = ffi.unpack(offs, k + 1)
+            raw = ffi.buffer(buf, o[k])[:]
+            ctl = ffi.unpack(cts, k)
+            if ctl.count(CT_RAW) == k:
+                values = [raw[a:b] for a, b in zip(o, o[1:])]
+            else:
+                values = [raw[o[i]:o[i + 1]] if ctl[i] == CT_RAW else decode(ctl[i], raw[o[i]:o[i + 1]])
+                          for i in range(k)]
+            self._burst, self._burst_at = values, 1
+            return values[0]
+        if st == 0 and not end[0]:  # an item for the one-at-a-time path (big, or an arena block)
+            st = lib.hms_stream_next(ptr, item, end, tns, err)
         n = item.len
         data = ffi.buffer(item.data, n)[:] if n else b""
         ct = item.content_type

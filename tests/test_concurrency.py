@@ -85,7 +85,7 @@ def test_pipelined_callers_fill_the_ring(server_process):
     server_process("echo")
     c = hms.connect("py.echo", ring_bytes=16384)
     errors = []
-    payload = b"p" * (c.max_message - 10)
+    payload = b"p" * (c.max_inline - 10)
 
     def work():
         for _ in range(200):

@@ -67,7 +67,7 @@ def test_cancel_ends_iteration_with_cancelled(echo):
 def test_slow_consumer_back_pressures_without_loss(server_process):
     server_process("echo")
     with hms.connect("py.echo", ring_bytes=64 * 1024) as c:
-        size = c.max_message // 2
+        size = c.max_inline // 2
         s = c.stream("big_items", [300, size], timeout=60)
         got = 0
         for i, item in enumerate(s):
@@ -148,7 +148,7 @@ def test_client_stream_of_100k_raw_items(echo):
 def test_client_stream_slow_handler_back_pressures_the_sender(server_process):
     server_process("echo")
     with hms.connect("py.echo", ring_bytes=16 * 1024) as c:
-        item = b"y" * (c.max_message // 2)
+        item = b"y" * (c.max_inline // 2)
         assert c.client_stream("slow_count", (item for _ in range(400)), timeout=60) == 400
 
 

@@ -523,6 +523,19 @@ HMS_API hms_status_t hms_stream_finish(hms_stream_t *stream, hms_error_t *err);
 HMS_API hms_status_t hms_stream_next(hms_stream_t *stream, hms_payload_t *item, int *end, int64_t timeout_ns,
                                      hms_error_t *err);
 
+/// Many items per call, copied back to back into `buf` (`cap` bytes): waits up to `timeout_ns` for the
+/// first item like hms_stream_next(), then takes what has already arrived, up to `max` items. Item i
+/// is buf[offsets[i], offsets[i+1]) with content type content_types[i]; `offsets` holds max + 1
+/// entries. For high item rates: one call (and one crossing into a binding's language) per burst.
+/// An item that does not fit the rest of `buf`, one that arrived as an arena block (larger payloads:
+/// a zero-copy view beats a copy), or the error that ended the stream (its message and details travel
+/// as an item) ends the burst and is returned by the next hms_stream_next() call: HMS_OK with n == 0
+/// and *end == 0 means "call hms_stream_next() now".
+/// Returns: HMS_OK with *n items, or with n == 0 and *end == 1 once the stream ended normally.
+HMS_API hms_status_t hms_stream_next_many(hms_stream_t *stream, uint8_t *buf, size_t cap, uint32_t *offsets,
+                                          uint32_t *content_types, size_t max, size_t *n, int *end,
+                                          int64_t timeout_ns, hms_error_t *err);
+
 /// Asks the server to stop producing (its handler sees HMS_CANCELLED from hms_call_send()).
 HMS_API void hms_stream_cancel(hms_stream_t *stream);
 

@@ -359,8 +359,8 @@ static void test_calls(hms_node_t *node) {
   CHECK(hms_client_function_at(cl, 99, &name, &id, &flags) == HMS_OUT_OF_RANGE, "fn oob");
   CHECK(hms_client_function_id(cl, "nope", &id, &e) == HMS_NOT_FOUND && strstr(e.message, "echo"), "%s",
         e.message);
-  /* echo of many sizes, including the exact maximum */
-  size_t max = hms_client_max_message(cl);
+  /* echo of many sizes, including the exact maximum carried inline (larger ones use the arena) */
+  size_t max = hms_client_max_inline(cl);
   CHECK(max > 1000, "max %zu", max);
   uint8_t *buf = malloc(max + 1);
   for (size_t i = 0; i <= max; i++) buf[i] = (uint8_t)(i * 7 + 3);
@@ -386,7 +386,9 @@ static void test_calls(hms_node_t *node) {
   }
   /* oversize */
   hms_payload_t big = {.data = buf, .len = max + 1, .content_type = HMS_CT_RAW};
+  hms_client_set_arena_quota(cl, 65536, NULL); /* beyond the inline maximum and the arena quota */
   CHECK(hms_call(cl, 1, &big, &resp, -1, &e) == HMS_RESOURCE_EXHAUSTED, "%s", e.message);
+  hms_client_set_arena_quota(cl, 0, NULL);
   CHECK(strstr(e.message, "max message") != NULL, "%s", e.message);
   hms_payload_release(&resp);
   free(buf);
