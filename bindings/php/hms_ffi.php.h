@@ -170,6 +170,7 @@ hms_status_t hms_stream_open(hms_client_t *client, uint32_t fn_id, const char *d
 hms_status_t hms_stream_send(hms_stream_t *stream, const char *data, size_t len, uint32_t content_type, hms_error_t *err);
 hms_status_t hms_stream_finish(hms_stream_t *stream, hms_error_t *err);
 hms_status_t hms_stream_next(hms_stream_t *stream, hms_payload_t *item, int *end, int64_t timeout_ns, hms_error_t *err);
+hms_status_t hms_stream_next_many(hms_stream_t *stream, uint8_t *buf, size_t cap, uint32_t *offsets, uint32_t *content_types, size_t max, size_t *n, int *end, int64_t timeout_ns, hms_error_t *err);
 void hms_stream_cancel(hms_stream_t *stream);
 void hms_stream_close(hms_stream_t *stream);
 void hms_set_thread_trace(const uint8_t trace_id[16], const uint8_t span_id[8], uint8_t flags);

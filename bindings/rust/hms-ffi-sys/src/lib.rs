@@ -453,6 +453,7 @@ extern "C" {
     pub fn hms_stream_send(stream: *mut hms_stream_t, data: *const c_char, len: usize, content_type: u32, err: *mut hms_error_t) -> hms_status_t;
     pub fn hms_stream_finish(stream: *mut hms_stream_t, err: *mut hms_error_t) -> hms_status_t;
     pub fn hms_stream_next(stream: *mut hms_stream_t, item: *mut hms_payload_t, end: *mut c_int, timeout_ns: i64, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_stream_next_many(stream: *mut hms_stream_t, buf: *mut u8, cap: usize, offsets: *mut u32, content_types: *mut u32, max: usize, n: *mut usize, end: *mut c_int, timeout_ns: i64, err: *mut hms_error_t) -> hms_status_t;
     pub fn hms_stream_cancel(stream: *mut hms_stream_t);
     pub fn hms_stream_close(stream: *mut hms_stream_t);
     pub fn hms_set_thread_trace(trace_id: *const u8, span_id: *const u8, flags: u8);
