@@ -27,7 +27,7 @@ cleanup() {
   if [ "${HMS_WHEEL_KEEP:-0}" = 1 ]; then echo "work directory kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
-unset HMS_REQUIRE_BINDINGS
+unset HMS_REQUIRE_BINDINGS HMS_REQUIRE_FUZZ  # fuzz targets build from the source tree, atheris is not in the venv
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 start=$SECONDS
 step() { echo "== wheel: $1 (+$((SECONDS - start))s)"; }
