@@ -26,7 +26,7 @@ CT_PROTOBUF = 4
 CT_ARROW = 5
 CT_NDARRAY = 6  # numpy arrays: header + data (hms_ffi_native/_ndarray.py, layout in the C header)
 
-CODECS = {"raw": CT_RAW, "cbor": CT_CBOR, "json": CT_JSON, "protobuf": CT_PROTOBUF}
+CODECS = {"raw": CT_RAW, "cbor": CT_CBOR, "json": CT_JSON, "protobuf": CT_PROTOBUF, "arrow": CT_ARROW}
 CT_NAMES = {CT_NONE: "none", CT_RAW: "raw", CT_CBOR: "cbor", CT_JSON: "json", CT_PROTOBUF: "protobuf",
             CT_ARROW: "arrow", CT_NDARRAY: "ndarray"}
 
@@ -62,7 +62,10 @@ def encode(value: Any, codec: Optional[str] = None) -> Tuple[bytes, int]:
             return _ndarray.encode_bytes(value), CT_NDARRAY
         if _is_protobuf(value):
             return value.SerializeToString(), CT_PROTOBUF
-        codec = "cbor"
+        if is_arrow(value):
+            codec = "arrow"
+        else:
+            codec = "cbor"
     if codec == "cbor":
         try:
             return cbor2.dumps(value, timezone=_UTC, default=_cbor_default), CT_CBOR
@@ -75,6 +78,16 @@ def encode(value: Any, codec: Optional[str] = None) -> Tuple[bytes, int]:
             return _json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode(), CT_JSON
         except (TypeError, ValueError) as e:
             raise InvalidArgument(f"cannot encode value as JSON: {e}; use codec='cbor' for bytes and sets") from e
+    if codec == "arrow":
+        if not is_arrow(value):
+            raise InvalidArgument(f"codec 'arrow' needs Arrow data (a pyarrow Array, ChunkedArray, RecordBatch or "
+                                  f"Table, or an object with __arrow_c_stream__/__arrow_c_array__), got "
+                                  f"{type(value).__name__}")
+        from . import _arrow
+
+        buf = bytearray(_arrow.encoded_size(value))
+        n = _arrow.encode_into(value, buf)
+        return bytes(memoryview(buf)[:n]), CT_ARROW
     if codec == "protobuf":
         if _is_protobuf(value):
             return value.SerializeToString(), CT_PROTOBUF
@@ -92,6 +105,13 @@ def encode(value: Any, codec: Optional[str] = None) -> Tuple[bytes, int]:
             )
         return bytes(value), CT_RAW
     raise InvalidArgument(f"unknown codec {codec!r}; use one of {sorted(CODECS)}")
+
+
+def is_arrow(value) -> bool:
+    """Arrow data: pyarrow objects and anything speaking the Arrow PyCapsule protocol (polars, pandas
+    >= 2.2, duckdb results...). Recognized without importing pyarrow."""
+    t = type(value)
+    return hasattr(t, "__arrow_c_stream__") or hasattr(t, "__arrow_c_array__")
 
 
 def _is_protobuf(value) -> bool:
@@ -147,4 +167,8 @@ def decode(content_type: int, data: bytes) -> Any:
         from . import _ndarray
 
         return _ndarray.decode(data)  # a read-only array over `data` (validated)
+    if content_type == CT_ARROW:
+        from . import _arrow
+
+        return _arrow.decode(data, data)  # pyarrow objects over `data` (validated), no copy
     return data

@@ -25,7 +25,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-from ._codec import CODECS, CT_CBOR, CT_NAMES, CT_NONE, CT_PROTOBUF, CT_RAW, decode, encode, parse_protobuf
+from ._codec import (CODECS, CT_ARROW, CT_CBOR, CT_NAMES, CT_NONE, CT_PROTOBUF, CT_RAW, decode, encode, is_arrow,
+                     parse_protobuf)
 from ._errors import (FailedPrecondition, FFIError, InvalidArgument, NotFound, ResourceExhausted, error_for)
 from ._native import ffi, lib
 from . import _ndarray
@@ -274,6 +275,11 @@ def _hms_py_handler(call, req, user_data):
                 loan = _array_copy_loan(lambda n, b, e: lib.hms_call_loan(call, n, b, e), result)
                 if loan is None:
                     out, out_ct = _ndarray.encode_bytes(result), CT_NDARRAY
+            elif loan is None and entry.codec is None and is_arrow(result):
+                # Arrow data: its buffers copied once into a reply block (small ones go inline).
+                loan = _arrow_copy_loan(lambda n, b, e: lib.hms_call_loan(call, n, b, e), result)
+                if loan is None:
+                    out, out_ct = encode(result, "arrow")
             elif loan is None:
                 out, out_ct = encode(result, codec)
             if loan is not None:
@@ -312,6 +318,31 @@ def _take_request(call, req, ct):
 
 
 _INLINE_ARRAY_BYTES = 65536  # smaller arrays are sent inline (one encode, copied into the ring)
+
+
+def _arrow_copy_loan(loan_fn, obj):
+    """Arrow data from private memory into a new arena block (the one copy of its buffers, laid out
+    by csrc/arrow.c), or None when it is small enough to go inline."""
+    from . import _arrow
+
+    size = _arrow.encoded_size(obj)
+    if size <= _INLINE_ARRAY_BYTES:
+        return None
+    loan = _ndarray.make_loan(loan_fn, size, _raise, register=False)
+    loan.content_type = CT_ARROW
+    _arrow.encode_into(obj, memoryview(loan.buf))
+    return loan
+
+
+def _decode_arrow_block(view):
+    """A received Arrow payload (arena block or private copy): pyarrow objects over it, no copy; the
+    block goes back to its owner when the last of them is gone."""
+    from . import _arrow
+
+    return _arrow.decode(view, view)
+
+
+_ndarray.register_zero_copy_decoder(CT_ARROW, _decode_arrow_block)
 
 
 def _array_copy_loan(loan_fn, arr):
@@ -1208,6 +1239,8 @@ class Client:
             return loan
         if _ndarray.is_ndarray(payload) and self._ptr is not None:
             return _array_copy_loan(lambda n, b, e: lib.hms_loan(self._ptr, n, b, e), payload)
+        if is_arrow(payload) and self._ptr is not None:
+            return _arrow_copy_loan(lambda n, b, e: lib.hms_loan(self._ptr, n, b, e), payload)
         return None
 
     # -- arena (zero copy)

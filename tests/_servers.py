@@ -41,6 +41,17 @@ def echo_service(node, name="py.echo", version="1.0.0"):
         raise ZeroDivisionError("boom")
 
     @svc.function()
+    def arrow_info(t):  # what an Arrow payload arrived as (pyarrow objects over shared memory)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if isinstance(t, (pa.Table, pa.RecordBatch)):
+            cols = {name: (float(pc.sum(t.column(name)).as_py() or 0)
+                           if pa.types.is_floating(t.schema.field(name).type) else None) for name in t.schema.names}
+            return {"type": type(t).__name__, "rows": t.num_rows, "sums": cols}
+        return {"type": type(t).__name__, "rows": len(t)}
+
+    @svc.function()
     def big(n):
         return b"z" * n
 
