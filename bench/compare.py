@@ -38,6 +38,7 @@ default all; a section none of whose rows is selected is skipped):
     batch-1000
   pubsub   pub/sub fan-out to 1, 4 and 16 subscriber processes (bench/pubsub_bench.py), lossless
            ps-hms-K   hms-ffi topic, blocking publisher       ps-zmq-K   pyzmq PUB/SUB, unbounded HWM
+  zerocopy 1 and 64 MiB arrays and Arrow tables: loans, copy-in, beside Pipe, pyzmq, shared_memory, IPC
   gateway  64-byte echo through the gRPC gateway vs a bare grpcio server (bench/gateway_bench.py)
   langs    64-byte echo from each binding's peer program (tests/_peers.py): lang-CLIENT-SERVER for
            C/Go/Rust/PHP to themselves and to Python; the binding's own overhead against C → C
@@ -122,6 +123,9 @@ LANG_PAIRS = [("c", "c"), ("go", "go"), ("rust", "rust"), ("php", "php"),
 LANG_NAMES = {"c": "C", "go": "Go", "rust": "Rust", "php": "PHP", "python": "Python"}
 LANG_ROWS: Dict[str, str] = {f"lang-{a}-{b}": f"{LANG_NAMES[a]} → {LANG_NAMES[b]}" for a, b in LANG_PAIRS}
 
+# Zero copy (bench/zerocopy_bench.py): 1 MiB and 64 MiB float64 arrays and Arrow tables between processes.
+ZEROCOPY_ROWS: Dict[str, str] = {"zerocopy": "1 and 64 MiB: hms loan / copy-in / Arrow vs Pipe, pyzmq, shared_memory, IPC"}
+
 # The gRPC gateway (bench/gateway_bench.py): remote echo through a gateway vs bare grpcio, loopback.
 GATEWAY_ROWS: Dict[str, str] = {"gateway": "64-byte echo: bare grpcio unary vs through the hms gateway"}
 
@@ -142,8 +146,9 @@ SECTIONS = {  # section -> its rows, in run order
     "pubsub": PUBSUB_ROWS,
     "langs": LANG_ROWS,
     "gateway": GATEWAY_ROWS,
+    "zerocopy": ZEROCOPY_ROWS,
 }
-DEFAULT_SECTIONS = ["echo", "idle", "oneway", "async", "stream", "batch", "pubsub", "langs", "gateway"]
+DEFAULT_SECTIONS = ["echo", "idle", "oneway", "async", "stream", "batch", "pubsub", "langs", "gateway", "zerocopy"]
 ALL_ROWS = {k: v for rows in SECTIONS.values() for k, v in rows.items()}
 
 
@@ -1249,6 +1254,54 @@ def render_langs(results: Dict[str, dict], args) -> List[str]:
     return lines
 
 
+def bench_zerocopy(args) -> dict:
+    try:
+        import zerocopy_bench
+    except ImportError:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import zerocopy_bench
+    rows = zerocopy_bench.run(argparse.Namespace(quick=args.quick, sizes="1,64", modes="ends,sum",
+                                                 methods=",".join(zerocopy_bench.METHODS)))
+    return {"rows": rows}
+
+
+def render_zerocopy(results: Dict[str, dict], args) -> List[str]:
+    r = results.get("zerocopy")
+    lines = ["Large payloads (bench/zerocopy_bench.py): float64 array / one-column Arrow table, sender -> receiver "
+             "process, which touches both ends (ends) or sums (sum) and answers; median ms per transfer", "",
+             "| method | MiB | mode | ms | GB/s | × memcpy BW | × faster than Pipe | × faster than IPC /dev/shm |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    if not r:
+        return lines
+    for row in r["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['method']} | {row['size_mib']} | {row['mode']} | {row['error']} | | | | |")
+            continue
+        f = lambda k, fmt: (fmt.format(row[k]) if k in row else "")
+        lines.append(f"| {row['method']} | {row['size_mib']} | {row['mode']} | {row['ms']:.3f} | {row['gb_s']:.2f} | "
+                     f"{f('x_memcpy_bw', '{:.2f}')} | {f('x_faster_than_pipe', '{:.0f}')} | "
+                     f"{f('x_faster_than_ipc_shm', '{:.0f}')} |")
+    by = {(x["method"], x["size_mib"], x["mode"]): x for x in r["rows"] if "ms" in x}
+    loan, loan_pa = by.get(("hms-loan", 64, "ends")), by.get(("hms-loan-pa", 64, "ends"))
+    copy, arrow = by.get(("hms-copy", 64, "ends")), by.get(("hms-arrow", 64, "ends"))
+    lines.append("")
+    if loan:
+        lines.append(f"- 64 MiB loaned, received as numpy: {loan['ms']:.3f} ms; target ≤ 0.2 ms: {verdict(loan['ms'] <= 0.2)}"
+                     + (f"; received as pyarrow: {loan_pa['ms']:.3f} ms ({verdict(loan_pa['ms'] <= 0.2)})" if loan_pa else ""))
+        if "x_faster_than_pipe" in loan:
+            lines.append(f"- loan vs Pipe at 64 MiB: {loan['x_faster_than_pipe']:.0f}×; target ≥ 100×: "
+                         f"{verdict(loan['x_faster_than_pipe'] >= 100)}")
+        if "x_faster_than_ipc_shm" in loan:
+            lines.append(f"- loan vs pyarrow IPC through /dev/shm at 64 MiB: {loan['x_faster_than_ipc_shm']:.0f}×; target "
+                         f"≥ 50×: {verdict(loan['x_faster_than_ipc_shm'] >= 50)}")
+    for name, row in (("copy-in (numpy)", copy), ("copy-in (Arrow table)", arrow)):
+        if row and "x_memcpy_bw" in row:
+            lines.append(f"- {name} at 64 MiB (the one copy into the arena plus the round trip): "
+                         f"{row['x_memcpy_bw']:.2f}× this machine's memcpy bandwidth in the same run; target ≥ 0.8×: "
+                         f"{verdict(row['x_memcpy_bw'] >= 0.8)}")
+    return lines
+
+
 def bench_gateway(args) -> dict:
     try:
         import grpc  # noqa: F401
@@ -1305,6 +1358,7 @@ SECTION_RENDERERS = {
     "pubsub": lambda results, args: render_pubsub(results, args),
     "langs": lambda results, args: render_langs(results, args),
     "gateway": lambda results, args: render_gateway(results, args),
+    "zerocopy": lambda results, args: render_zerocopy(results, args),
 }
 
 
@@ -1439,6 +1493,7 @@ def main(argv=None) -> int:
         **{f"ps-{t}-{k}": (lambda t=t, k=k: bench_pubsub(args, t, k)) for k in PUBSUB_SUBS for t in ("hms", "zmq")},
         **{f"lang-{a}-{b}": (lambda a=a, b=b: bench_lang(args, a, b)) for a, b in LANG_PAIRS},
         "gateway": lambda: bench_gateway(args),
+        "zerocopy": lambda: bench_zerocopy(args),
     }
     needs_zmq = {"zmq", "ow-zmq"} | {f"ps-zmq-{k}" for k in PUBSUB_SUBS}
     results: Dict[str, dict] = {}
