@@ -1381,6 +1381,14 @@ class Client:
             if timer is not None:
                 timer.cancel()
 
+    def astream(self, function: str, payload: Any = None, *, timeout: Optional[float] = None,
+                codec: Optional[str] = None) -> "AsyncStream":
+        """A server stream for asyncio: ``async for item in client.astream("Export", q): ...``. Items
+        that already arrived are handed out without leaving the loop; waiting for the next burst
+        happens in the loop's default executor, so other tasks run meanwhile. Leaving the loop early
+        (or ``await s.aclose()``) cancels the stream."""
+        return AsyncStream(self.stream(function, payload, timeout=timeout, codec=codec))
+
     def stream(self, function: str, payload: Any = None, *, timeout: Optional[float] = None,
                codec: Optional[str] = None) -> "Stream":
         """Calls a server-streaming function (a generator handler) and returns an iterator of its items.
@@ -1570,6 +1578,44 @@ class Client:
 
 _BURST_BYTES = 256 << 10  # Stream: items up to this size are copied out many per call
 _BURST_ITEMS = 1024
+
+
+class AsyncStream:
+    """A :class:`Stream` as an async iterator (``Client.astream``)."""
+
+    def __init__(self, stream: "Stream") -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> "AsyncStream":
+        return self
+
+    async def __anext__(self) -> Any:
+        s = self._stream
+        if s._burst_at < len(s._burst) and (s._deadline is None or time.monotonic() < s._deadline):
+            return s.next_item()  # already here: no thread hop
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, self._next_or_stop)
+        except asyncio.CancelledError:
+            s.cancel()
+            raise
+
+    def _next_or_stop(self) -> Any:
+        try:
+            return self._stream.next_item()
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        self._stream.close()
+
+    async def __aenter__(self) -> "AsyncStream":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._stream.close()
+
+    def cancel(self) -> None:
+        self._stream.cancel()
 
 
 class Stream:
