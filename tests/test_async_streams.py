@@ -107,3 +107,44 @@ def test_async_client_stream_handler_is_refused_with_a_reason(node):
 
     with pytest.raises(hms.InvalidArgument, match="not async def"):
         svc.add_function("reader", reader, client_stream=True)
+
+
+def test_astream_consumes_a_stream_with_async_for(astream):
+    import asyncio
+
+    async def main():
+        got = [x async for x in astream.astream("count", 5000, timeout=30)]
+        ticks = 0
+
+        async def ticker():  # the loop keeps running other tasks while the stream waits
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        t = asyncio.ensure_future(ticker())
+        slow = [x async for x in astream.astream("ticking", 20, timeout=30)]
+        t.cancel()
+        return got, slow, ticks
+
+    got, slow, ticks = asyncio.run(main())
+    assert got == list(range(5000)) and slow == list(range(20))
+    assert ticks >= 5
+
+
+def test_astream_errors_and_early_exit(astream):
+    import asyncio
+
+    async def main():
+        got = []
+        with pytest.raises(hms.NotFound):
+            async for x in astream.astream("fail_after", 3, timeout=10):
+                got.append(x)
+        async with astream.astream("count", 10_000_000, timeout=30) as s:
+            async for x in s:
+                if x == 10:
+                    break
+        return got
+
+    assert asyncio.run(main()) == [0, 1, 2]
+    assert wait_until(lambda: astream.call("stats", None, timeout=5)["closed"] >= 1, timeout=10)
