@@ -20,7 +20,9 @@ from ._errors import (STATUS_NAMES, Aborted, AlreadyExists, Cancelled, DataLoss,
 from ._core import (CallContext, Client, Node, Service, ServiceInfo, Stream, connect, default_runtime_dir,
                     list_services)
 from ._ndarray import Loan, ReceivedPayload
+from ._policy import Policy, load_policy
 from ._retry import CircuitBreaker, ResilientClient, RetryPolicy
+from ._schema import OneOf, Optional, Strict  # CBOR request schemas: Service.function(schema=...)
 from ._topic import Event, EventMetadata, Message, Publisher, Subscription
 from ._remote import (RemoteClient, RemotePublisher, RemoteStream, RemoteSubscription, list_remote_services,
                       publisher_remote, subscribe_remote)
@@ -38,4 +40,6 @@ __all__ = [
     "STATUS_NAMES", "ABI_VERSION", "__version__", "Loan", "ReceivedPayload",
     "RemoteClient", "RemoteStream", "RemoteSubscription", "RemotePublisher", "subscribe_remote",
     "publisher_remote", "list_remote_services", "RetryPolicy", "CircuitBreaker", "ResilientClient",
+    "OneOf", "Optional", "Strict",
+    "Policy", "load_policy",
 ]

@@ -6,6 +6,8 @@
     hms-ffi demo [--frontend go|python] [-n N]   the order flow: a Python OMS and a Go (or Python) front end
     hms-ffi gateway --listen HOST:PORT [--tls-cert F --tls-key F [--tls-client-ca F]] [--insecure]
                                             serve this host's services to other hosts over gRPC
+    hms-ffi codegen FILE.proto... [-I DIR] [--out DIR] [--lang python,go,rust]
+                                            typed clients and server base classes (docs/idl.md)
 
 Exit codes: 0 ok, 1 the operation failed (the status name is printed), 2 usage error.
 """
@@ -64,6 +66,20 @@ def _gateway(args) -> int:
     return 0
 
 
+def _codegen(args) -> int:
+    from .codegen import CodegenError, generate
+
+    langs = [x.strip() for x in args.lang.split(",") if x.strip()]
+    try:
+        written = generate(args.protos, args.include, args.out, langs)
+    except CodegenError as e:
+        print(f"hms-ffi codegen: {e}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(path)
+    return 0
+
+
 def _versions() -> tuple:
     """(package version, ABI version) from the header shipped next to this package -- the header is
     where both are written down (setup.py reads the version from it) -- without loading _native."""
@@ -115,6 +131,12 @@ def main(argv=None) -> int:
     gw.add_argument("--max-workers", type=int, default=64,
                     help="RPCs served at once; each stream or subscription holds one (default 64)")
     gw.add_argument("--max-message", type=int, default=64 << 20, help="largest message in bytes (default 64 MiB)")
+    cg = sub.add_parser("codegen", help="typed clients and server base classes from .proto services (docs/idl.md)")
+    cg.add_argument("protos", nargs="+", metavar="FILE.proto")
+    cg.add_argument("-I", "--proto-path", dest="include", action="append", default=[],
+                    help="directory to search for imports (repeatable; default: the first file's directory)")
+    cg.add_argument("--out", default=".", help="output directory (default: the current one)")
+    cg.add_argument("--lang", default="python", help="comma-separated: python, go, rust (default: python)")
     args = p.parse_args(argv)
 
     # The flags answer from the files shipped in the package (_paths) and never touch _core/_native:
@@ -157,6 +179,8 @@ def main(argv=None) -> int:
             return run(frontend=args.frontend, n=args.n)
         if args.cmd == "gateway":
             return _gateway(args)
+        if args.cmd == "codegen":
+            return _codegen(args)
     except FFIError as e:
         print(f"hms-ffi: {e}", file=sys.stderr)
         return 1

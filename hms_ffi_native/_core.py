@@ -30,6 +30,7 @@ from ._codec import (CODECS, CT_ARROW, CT_CBOR, CT_NAMES, CT_NONE, CT_PROTOBUF, 
 from ._errors import (FailedPrecondition, FFIError, InvalidArgument, NotFound, ResourceExhausted, error_for)
 from ._native import ffi, lib
 from . import _ndarray
+from . import _policy
 from ._ndarray import CT_NDARRAY, ZERO_COPY_DECODERS, ReceivedPayload
 
 __all__ = ["Node", "Service", "Client", "CallContext", "ServiceInfo", "connect", "list_services",
@@ -184,11 +185,12 @@ class CallContext:
 
 class _Function:
     __slots__ = ("name", "fn", "codec", "wants_ctx", "handle", "service", "stream", "client_stream", "is_async",
-                 "is_async_gen", "request_type")
+                 "is_async_gen", "request_type", "checker")
 
     def __init__(self, service: "Service", name: str, fn: Callable, codec: Optional[str],
-                 client_stream: bool = False, request_type=None) -> None:
+                 client_stream: bool = False, request_type=None, checker=None) -> None:
         self.request_type = request_type  # a protobuf message class: requests are parsed (and checked)
+        self.checker = checker  # a compiled schema (_schema.compile_schema): run on every decoded request
         self.client_stream = client_stream
         self.service = service
         self.name = name
@@ -235,7 +237,10 @@ def _request_value(entry: "_Function", ct: int, data: bytes) -> Any:
     protobuf request type (anything else is refused before the handler runs)."""
     rt = entry.request_type
     if rt is None:
-        return data if ct == CT_RAW else decode(ct, data)
+        value = data if ct == CT_RAW else decode(ct, data)
+        if entry.checker is not None:
+            entry.checker(value)
+        return value
     if ct not in (CT_PROTOBUF, CT_RAW, CT_NONE):
         raise InvalidArgument(f"{entry.service.name}.{entry.name} takes a protobuf "
                               f"{rt.DESCRIPTOR.full_name}; got a {CT_NAMES.get(ct, ct)} payload")
@@ -248,7 +253,7 @@ def _hms_py_handler(call, req, user_data):
     try:
         req_ct = req.content_type
         if entry.client_stream:
-            arg = _Incoming(call)
+            arg = _Incoming(call, entry.checker)
         elif entry.is_async:
             return entry.service.node._start_async(call, entry, req)
         else:
@@ -256,6 +261,8 @@ def _hms_py_handler(call, req, user_data):
             ct = req.content_type
             if ct in ZERO_COPY_DECODERS:
                 arg = _take_request(call, req, ct)
+                if entry.checker is not None:
+                    entry.checker(arg)
             else:
                 data = ffi.buffer(req.data, n)[:] if n else b""  # copied: the peer may rewrite shared memory
                 arg = _request_value(entry, ct, data)
@@ -415,10 +422,12 @@ def _hms_py_batch_handler(batch, user_data):
 class _Incoming:
     """The items a client streams to a handler, as an iterator. Valid only while the handler runs."""
 
-    __slots__ = ("_call", "_item", "_end", "_err")
+    __slots__ = ("_call", "_item", "_end", "_err", "_checker", "_index")
 
-    def __init__(self, call) -> None:
+    def __init__(self, call, checker=None) -> None:
         self._call = call
+        self._checker = checker  # a function's schema applies to each item of a client stream
+        self._index = 0
         self._item = ffi.new("hms_payload_t *")
         self._end = ffi.new("int *")
         self._err = ffi.new("hms_error_t *")
@@ -437,7 +446,17 @@ class _Incoming:
         data = ffi.buffer(item.data, n)[:] if n else b""
         ct = item.content_type
         lib.hms_payload_release(item)
-        return data if ct == CT_RAW else decode(ct, data)
+        value = data if ct == CT_RAW else decode(ct, data)
+        if self._checker is not None:
+            try:
+                self._checker(value)
+            except InvalidArgument as e:
+                field = (e.details or {}).get("field", "")
+                at = f"[{self._index}]" + (field if field.startswith("[") or not field else "." + field)
+                raise InvalidArgument(f"stream item {at}: {e.message.split(': ', 1)[-1]}",
+                                      details={"field": at}) from None
+        self._index += 1
+        return value
 
 
 def _serve_stream(call, entry: _Function, gen) -> int:
@@ -473,13 +492,19 @@ class Service:
         self._batch_handlers: Dict[str, "_BatchHandler"] = {}
 
     def add_function(self, name: str, fn: Callable, *, codec: Optional[str] = None,
-                     idempotent: bool = False, client_stream: bool = False, request_type=None) -> None:
+                     idempotent: bool = False, client_stream: bool = False, request_type=None,
+                     schema: Any = None) -> None:
         """Registers ``fn(payload[, ctx])`` under ``name``. ``codec`` fixes the reply encoding
         ('raw', 'cbor', 'json', 'protobuf'); by default a reply to a CBOR request is CBOR, a protobuf
         message goes as protobuf, otherwise bytes go raw and other values as CBOR.
         ``request_type`` (a generated protobuf message class) makes the function take that message:
         payloads that do not parse, or lack proto2 required fields, are refused with
-        ``InvalidArgument`` naming the type before the handler runs."""
+        ``InvalidArgument`` naming the type before the handler runs.
+        ``schema`` (CBOR/JSON payloads; the language is in hms_ffi_native._schema and docs/idl.md,
+        e.g. ``{"customer_id": str, "items": [{"sku": str, "qty": int}], "note?": str}``) is compiled
+        once here and checked on every request (each item of a client stream) before the handler runs:
+        a mismatch is refused with ``InvalidArgument("items[2].qty: expected int, got str",
+        details={"field": "items[2].qty"})``."""
         self.node._check_open()
         if not callable(fn):
             raise InvalidArgument(f"handler for {name!r} must be callable, got {type(fn).__name__}")
@@ -490,7 +515,14 @@ class Service:
         if request_type is not None and not hasattr(request_type, "FromString"):
             raise InvalidArgument(f"request_type for {name!r} must be a generated protobuf message class, got "
                                   f"{request_type!r}")
-        entry = _Function(self, name, fn, codec, client_stream, request_type)
+        checker = None
+        if schema is not None:
+            if request_type is not None:
+                raise InvalidArgument(f"{name!r}: give request_type (protobuf) or schema (CBOR/JSON), not both")
+            from ._schema import compile_schema
+
+            checker = compile_schema(schema)
+        entry = _Function(self, name, fn, codec, client_stream, request_type, checker)
         if client_stream and entry.is_async:
             raise InvalidArgument(f"handler for {name!r}: client-stream and bidirectional handlers read the caller's "
                                   "items on the serving thread, so they must be plain functions or generators, not "
@@ -502,10 +534,31 @@ class Service:
         if st:
             _raise(st, err)
         self._functions[name] = entry  # keeps the handle alive as long as the C side may use it
+        _policy.apply_function(self.node._policy, self, name)  # the node's access policy, if any
+
+    def set_access(self, name: str, *, uids=(), gids=(), owner: bool = False, anyone: bool = False,
+                   roles=(), audit: Optional[str] = None) -> None:
+        """Who may call ``name``: the uids, the gids (primary or supplementary), the owner (the serving
+        uid) -- or ``anyone`` who reaches the socket; ``audit`` ('none', 'deny', 'all') overrides the
+        node's level for it. Others get ``PermissionDenied``. ``roles`` only names them in messages."""
+        self.node._check_open()
+        flags = (lib.HMS_ACCESS_ANY if anyone else 0) | (lib.HMS_ACCESS_OWNER if owner else 0)
+        _policy.set_access(self._ptr, name, flags, list(uids), list(gids), list(roles), audit)
+
+    def set_limits(self, **limits: int) -> None:
+        """Resource limits (0 = none): max_connections, max_inflight (per connection), max_ring_bytes,
+        arena_quota, max_message. Each refuses only what exceeds it, with ResourceExhausted."""
+        self.node._check_open()
+        _policy.set_limits(self._ptr, **limits)
+
+    def open_to_group(self, group) -> None:
+        """Lets members of ``group`` (name or gid) reach this service's socket (docs/security.md)."""
+        self.node._check_open()
+        _policy.open_to_group(self._ptr, group)
 
     def function(self, name: Optional[str] = None, *, codec: Optional[str] = None,
                  idempotent: bool = False, client_stream: bool = False,
-                 request_type=None) -> Callable[[Callable], Callable]:
+                 request_type=None, schema: Any = None) -> Callable[[Callable], Callable]:
         """Decorator form of :meth:`add_function`; the name defaults to the function's ``__name__``.
 
         A generator function serves a server stream (each ``yield`` is an item). With
@@ -518,7 +571,7 @@ class Service:
 
         def deco(fn: Callable) -> Callable:
             self.add_function(name or fn.__name__, fn, codec=codec, idempotent=idempotent,
-                              client_stream=client_stream, request_type=request_type)
+                              client_stream=client_stream, request_type=request_type, schema=schema)
             return fn
 
         return deco
@@ -576,7 +629,12 @@ class Node:
 
     def __init__(self, name: Optional[str] = None, *, runtime_dir: Optional[str] = None,
                  spin_us: Optional[float] = None, ring_bytes: int = 0,
-                 log_handler_errors: bool = True, arena_quota: int = 0) -> None:
+                 log_handler_errors: bool = True, arena_quota: int = 0, policy: Any = None,
+                 audit_log: Optional[str] = None, audit_level: Optional[str] = None, audit_max_bytes: int = 0,
+                 audit_keep: int = 0, audit_queue: int = 0) -> None:
+        # policy: a file (TOML/YAML), dict or hms.Policy applied to the services and functions added here;
+        # audit_log/audit_level ('none'|'deny'|'all') override its [audit] table (docs/security.md).
+        self._policy = _policy.load_policy(policy) if policy is not None else None
         opts = ffi.new("hms_node_options_t *")
         lib.hms_node_options_init(opts)
         keep = []
@@ -603,6 +661,18 @@ class Node:
                 raise InvalidArgument(f"arena_quota must be a non-negative int (0 = default), got {arena_quota!r}")
             lib.hms_node_set_arena_quota(self._ptr, arena_quota, ffi.NULL)
         self.arena_quota = arena_quota or lib.HMS_ARENA_DEFAULT_QUOTA
+        audit = dict(self._policy.audit) if self._policy is not None else {}
+        if audit_log is not None or audit.get("path"):
+            try:
+                _policy.set_audit(self._ptr, audit_log or audit["path"], audit_level or audit.get("level", "deny"),
+                                  audit_max_bytes or audit.get("max_bytes", 0), audit_keep or audit.get("keep", 0),
+                                  audit_queue or audit.get("queue", 0))
+            except BaseException:
+                lib.hms_node_close(self._ptr)
+                self._ptr = None
+                raise
+        elif audit_level is not None:
+            raise InvalidArgument("audit_level needs an audit_log path (or a policy with [audit] path)")
         self._spin_ns = opts.spin_ns
         self._handler_err = ffi.new("hms_error_t *")
         self.name = name or f"node-{os.getpid()}"
@@ -645,6 +715,7 @@ class Node:
             _raise(st, err)
         svc = Service(self, name, version, out[0])
         self._services[(name, version)] = svc
+        _policy.apply_service(self._policy, svc)  # limits and group from the node's policy, if any
         return svc
 
     def serve(self, timeout: Optional[float] = None) -> None:
@@ -934,6 +1005,16 @@ class Node:
                 self.close()
         except Exception:
             pass
+
+    def audit_stats(self) -> Dict[str, int]:
+        """The audit log's counters: queued, written, dropped (queue full), rotations, write_errors."""
+        self._check_open()
+        return _policy.audit_stats(self._ptr)
+
+    def audit_flush(self, timeout: Optional[float] = 5.0) -> None:
+        """Waits until every audit record queued so far is in the file (DeadlineExceeded if not in time)."""
+        self._check_open()
+        _policy.audit_flush(self._ptr, _timeout_ns(timeout))
 
     # -- clients
     def arena_stats(self) -> Dict[str, int]:
