@@ -60,7 +60,61 @@ typedef struct hms__conn_s {
   bool dead;
   bool blocked; /* its replies do not fit: wait for the client's doorbell, do not spin on it */
   hms__arena_t *arena; /* our replies too big for a ring frame; the client's requests we map */
+  /* access control (access.c): the caller's groups and which functions it may call */
+  uint32_t ngroups;
+  gid_t groups[HMS__PEER_GROUPS_MAX];
+  uint32_t acl_gen;   /* the service's acl_gen the bitmap was computed for (0 = not yet) */
+  uint64_t *acl_bits; /* HMS__ACL_WORDS words, allocated when the service first has a rule */
 } hms__conn_t;
+
+/* ------------------------------------------------------------------ access control, limits, audit: hooks
+ * The rules, limits and the audit writer live in access.c and audit.c; these are the dispatcher's side. */
+static void hms__peer_groups(hms__conn_t *c) {
+#ifdef SO_PEERGROUPS
+  /* The caller's supplementary groups as of its connect(). More than we keep: the rest is not looked at
+   * (a rule can then only refuse, never wrongly allow). */
+  gid_t many[1024];
+  socklen_t len = sizeof many;
+  if (getsockopt(c->sock, SOL_SOCKET, SO_PEERGROUPS, many, &len) == 0) {
+    uint32_t n = (uint32_t)(len / sizeof(gid_t));
+    c->ngroups = n < HMS__PEER_GROUPS_MAX ? n : HMS__PEER_GROUPS_MAX;
+    memcpy(c->groups, many, c->ngroups * sizeof(gid_t));
+  }
+#else
+  (void)c;
+#endif
+}
+
+/* Records a call (fn != NULL) or a refused connection (fn == NULL) when the audit level asks for it. */
+static void hms__audit_call(hms__conn_t *c, const hms__fn_t *fn, const hms__frame_hdr_t *h, int32_t status,
+                            bool allow, int64_t duration_ns) {
+  hms__audit_t *a = atomic_load_explicit(&c->svc->node->audit, memory_order_acquire);
+  if (HMS__LIKELY(!a)) return;
+  uint32_t lvl = hms__audit_level(a, hms__audit_node_level(a), fn);
+  if (lvl == HMS_AUDIT_ALL || (lvl == HMS_AUDIT_DENY && !allow))
+    hms__audit_record(a, c->svc->name, fn ? fn->name : NULL, c->pid, c->uid, c->gid, status, allow, duration_ns,
+                      h ? h->call_id : 0, h ? h->trace_id : NULL);
+}
+
+/* Start time of an allowed call the audit records (level ALL), else 0. */
+static inline int64_t hms__audit_start(hms__conn_t *c, const hms__fn_t *fn) {
+  hms__audit_t *a = atomic_load_explicit(&c->svc->node->audit, memory_order_acquire);
+  if (HMS__LIKELY(!a) || hms__audit_level(a, hms__audit_node_level(a), fn) != HMS_AUDIT_ALL) return 0;
+  int64_t t = hms__now_ns();
+  return t ? t : 1;
+}
+
+/* True when the connection's caller may not call fn (one bit test once the bitmap is current). */
+static bool hms__acl_denied(hms__conn_t *c, const hms__fn_t *fn) {
+  uint32_t gen = atomic_load_explicit(&c->svc->acl_gen, memory_order_acquire);
+  if (HMS__LIKELY(gen == 0)) return false; /* no rule anywhere in the service */
+  if (c->acl_gen != gen || !c->acl_bits) {
+    if (!c->acl_bits && !(c->acl_bits = malloc(HMS__ACL_WORDS * sizeof *c->acl_bits))) return true; /* fail closed */
+    c->acl_gen = hms__access_bitmap(c->svc, c->uid, c->gid, c->groups, c->ngroups, c->acl_bits);
+  }
+  uint32_t i = fn->id - 1;
+  return !((c->acl_bits[i / 64] >> (i % 64)) & 1);
+}
 
 HMS_API void hms_node_options_init(hms_node_options_t *opts) {
   if (!opts) return;
@@ -132,6 +186,7 @@ static void hms__conn_unref(hms__conn_t *c) {
   if (c->map) munmap(c->map, c->map_len);
   hms__arena_put(c->arena);
   pthread_mutex_destroy(&c->resp_lock);
+  free(c->acl_bits);
   free(c);
 }
 
@@ -151,6 +206,7 @@ static void hms__conn_drop(hms_node_t *node, size_t idx) {
   close(c->sock);
   c->sock = -1;
   atomic_store(&c->gone, true);
+  if (c->state == HMS__CONN_ACTIVE && c->svc->active_conns) c->svc->active_conns--;
   node->conns[idx] = node->conns[--node->nconns];
   hms__conn_unref(c);
 }
@@ -160,6 +216,7 @@ HMS_API void hms_node_close(hms_node_t *node) {
   hms_node_stop(node);
   while (node->nconns) hms__conn_drop(node, node->nconns - 1);
   free(node->conns);
+  hms__audit_close(atomic_exchange(&node->audit, NULL)); /* writes what is queued: it names our services */
   hms_service_t *s = node->services;
   while (s) {
     hms_service_t *next = s->next;
@@ -167,6 +224,7 @@ HMS_API void hms_node_close(hms_node_t *node) {
     if (s->listen_fd >= 0) close(s->listen_fd);
     uint32_t nf = atomic_load(&s->nfns);
     for (uint32_t i = 0; i < nf; i++) free(s->fns[i]);
+    hms__service_access_free(s);
     free(s->tag);
     free(s);
     s = next;
@@ -218,6 +276,7 @@ HMS_API hms_status_t hms_service_add(hms_node_t *node, const char *name, const c
   if (st == HMS_OK) {
     s->node = node;
     s->listen_fd = -1;
+    hms__service_limits_default(s);
     hms__strlcpy(s->name, name, sizeof s->name);
     hms__strlcpy(s->version, version, sizeof s->version);
     s->semver = sv;
@@ -288,6 +347,8 @@ HMS_API hms_status_t hms_function_add(hms_service_t *service, const char *name, 
   f->user_data = user_data;
   service->fns[n] = f;
   atomic_store_explicit(&service->nfns, n + 1, memory_order_release); /* the dispatcher may be reading */
+  uint32_t g = atomic_load(&service->acl_gen); /* connections with a bitmap re-evaluate for the new function */
+  if (g) atomic_store_explicit(&service->acl_gen, g + 1 ? g + 1 : 1, memory_order_release);
   hms_status_t st = hms__registry_write_meta(service, err);
   pthread_mutex_unlock(&node->lock);
   if (st == HMS_OK) hms__ok(err);
@@ -357,6 +418,7 @@ static void hms__accept_all(hms_node_t *node, hms_service_t *svc) {
     c->pid = cred.pid;
     c->uid = cred.uid;
     c->gid = cred.gid;
+    hms__peer_groups(c);
     c->state = HMS__CONN_HANDSHAKE;
     c->handshake_deadline = hms__now_ns() + HMS__HANDSHAKE_TIMEOUT_NS;
     c->sock_tag.kind = HMS__EP_CONN_SOCK;
@@ -433,6 +495,28 @@ static bool hms__handshake(hms_node_t *node, hms__conn_t *c) {
                        "");
     return false;
   }
+  {
+    /* Service limits (hms_service_set_limits): ring quota and connections. */
+    char lim[224];
+    uint64_t max_ring = atomic_load_explicit(&svc->max_ring_bytes, memory_order_relaxed);
+    uint32_t max_conns = atomic_load_explicit(&svc->max_connections, memory_order_relaxed);
+    if (max_ring && ring > max_ring && !hello.ring_bytes)
+      while (ring > max_ring && ring > HMS_RING_MIN_BYTES) ring >>= 1; /* our default, shrunk to the quota */
+    if (max_ring && ring > max_ring)
+      snprintf(lim, sizeof lim, "requested ring of %llu bytes exceeds %s's ring quota of %llu bytes; connect with "
+               "ring_bytes <= %llu", (unsigned long long)ring, svc->name, (unsigned long long)max_ring,
+               (unsigned long long)max_ring);
+    else if (max_conns && svc->active_conns >= max_conns)
+      snprintf(lim, sizeof lim, "%s allows at most %u connections and has %u open; close one or raise "
+               "max_connections", svc->name, max_conns, svc->active_conns);
+    else
+      lim[0] = 0;
+    if (lim[0]) {
+      hms__welcome_error(c, HMS_RESOURCE_EXHAUSTED, "%s%s", lim, "");
+      hms__audit_call(c, NULL, NULL, HMS_RESOURCE_EXHAUSTED, false, 0);
+      return false;
+    }
+  }
   /* Function table snapshot, written after the rings. */
   uint32_t nf = atomic_load_explicit(&svc->nfns, memory_order_acquire);
   uint64_t table = 0;
@@ -496,19 +580,23 @@ static bool hms__handshake(hms_node_t *node, hms__conn_t *c) {
   c->map = map;
   c->map_len = total;
   c->bell = bell;
+  uint64_t svc_quota = atomic_load_explicit(&svc->arena_quota, memory_order_relaxed);
   c->arena = hms__arena_new(c->sock, (_Atomic uint32_t *)(base + HMS__ARENA_S2C_HINT_OFFSET),
-                            (_Atomic uint32_t *)(base + HMS__ARENA_C2S_HINT_OFFSET), node->arena_quota);
+                            (_Atomic uint32_t *)(base + HMS__ARENA_C2S_HINT_OFFSET),
+                            svc_quota ? svc_quota : node->arena_quota);
   if (!c->arena) return false;
   struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->bell_tag};
   epoll_ctl(node->epfd, EPOLL_CTL_ADD, bell, &ev);
   c->state = HMS__CONN_ACTIVE;
+  svc->active_conns++;
   return true;
 }
 
 /* ------------------------------------------------------------------ calls */
 static uint64_t hms__conn_max_message(hms__conn_t *c) {
   uint64_t inl = c->resp.max_frame - HMS_FRAME_HEADER_BYTES, q = hms__arena_quota(c->arena);
-  return q > inl ? q : inl;
+  uint64_t m = q > inl ? q : inl, lim = atomic_load_explicit(&c->svc->max_message, memory_order_relaxed);
+  return lim && lim < m ? lim : m; /* hms_service_set_limits */
 }
 
 static inline void hms__wake_client(hms__conn_t *c) {
@@ -1003,6 +1091,33 @@ static void hms__drop_payload(hms__conn_t *c, const hms__frame_hdr_t *hdr, const
 static void hms__dispatch_x(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uint8_t *payload, bool consumed,
                             hms_payload_t *areq);
 
+/* Policy and limits, before a handler runs: true when the call was refused (answered and audited). */
+static bool hms__refuse(hms__conn_t *c, const hms__fn_t *fn, const hms__frame_hdr_t *hdr, size_t req_len) {
+  hms_service_t *svc = c->svc;
+  char msg[256];
+  int32_t code;
+  uint32_t max_in = atomic_load_explicit(&svc->max_inflight, memory_order_relaxed);
+  uint64_t max_msg = atomic_load_explicit(&svc->max_message, memory_order_relaxed);
+  if (HMS__UNLIKELY(hms__acl_denied(c, fn))) {
+    code = HMS_PERMISSION_DENIED;
+    hms__access_deny_message(svc, fn, c->uid, c->gid, msg, sizeof msg);
+  } else if (HMS__UNLIKELY(max_in) && (uint32_t)atomic_load_explicit(&c->deferred_out, memory_order_acquire) >= max_in) {
+    code = HMS_RESOURCE_EXHAUSTED;
+    snprintf(msg, sizeof msg, "%s.%s refused: this connection has %u calls in flight and %s allows %u per "
+             "connection; wait for replies before sending more", svc->name, fn->name,
+             (unsigned)atomic_load(&c->deferred_out), svc->name, max_in);
+  } else if (HMS__UNLIKELY(max_msg) && req_len > max_msg) {
+    code = HMS_RESOURCE_EXHAUSTED;
+    snprintf(msg, sizeof msg, "request of %zu bytes to %s.%s exceeds the service's max message of %llu bytes; "
+             "split it", req_len, svc->name, fn->name, (unsigned long long)max_msg);
+  } else {
+    return false;
+  }
+  hms__write_error(c, hdr, code, msg, NULL, 0, 0);
+  hms__audit_call(c, fn, hdr, code, false, 0);
+  return true;
+}
+
 /* Runs a request. An arena request is resolved into a view of the client's block first (an invalid
  * reference drops the connection) and the block goes back after the handler, unless it took it. */
 static void hms__dispatch(hms__conn_t *c, const hms__frame_hdr_t *hdr, const uint8_t *payload, bool consumed) {
@@ -1042,8 +1157,10 @@ static void hms__dispatch_x(hms__conn_t *c, const hms__frame_hdr_t *hdr, const u
     hms__write_error(c, hdr, HMS_UNIMPLEMENTED, msg, NULL, 0, 0);
     return;
   }
+  if (HMS__UNLIKELY(hms__refuse(c, svc->fns[hdr->fn_id - 1], hdr, areq ? areq->len : hdr->payload_len))) return;
   hms_call_t call;
   /* Not memset: the struct carries a 256-byte message buffer that only errors use. */
+  call.audit_t0 = hms__audit_start(c, svc->fns[hdr->fn_id - 1]);
   call.replied = false;
   call.err_code = HMS_OK;
   call.err_msg[0] = 0;
@@ -1115,7 +1232,16 @@ static void hms__dispatch_x(hms__conn_t *c, const hms__frame_hdr_t *hdr, const u
       hms__write_error(c, hdr, code, call.err_msg, call.err_details, call.err_details_len, call.err_details_ct);
     }
   }
+  if (call.audit_t0) { /* 0 when deferred: the deferred answer records it */
+    int32_t code = call.err_code ? call.err_code : rc;
+    hms__audit_call(c, call.fn, hdr, code, true, hms__now_ns() - call.audit_t0);
+  }
   free(call.err_details);
+}
+
+static inline bool hms__oversize(const hms__conn_t *c, const hms__frame_hdr_t *h) {
+  uint64_t m = atomic_load_explicit(&c->svc->max_message, memory_order_relaxed);
+  return m && h->payload_len > m;
 }
 
 /* The batch handler for a request frame, or NULL: only plain one-way requests of a function that has one. */
@@ -1128,6 +1254,7 @@ static hms_batch_handler_fn hms__batch_fn_for(const hms__conn_t *c, const hms__f
   if (h->fn_id == 0 || h->fn_id > nf) return NULL;
   hms__fn_t *f = c->svc->fns[h->fn_id - 1];
   hms_batch_handler_fn fn = atomic_load_explicit(&f->batch_fn, memory_order_acquire);
+  if (fn && (hms__acl_denied((hms__conn_t *)c, f) || hms__oversize(c, h))) return NULL; /* refused one by one */
   if (fn) *ud = f->batch_user_data;
   return fn;
 }
@@ -1186,7 +1313,7 @@ static int hms__dispatch_oneway_batch(hms__conn_t *c, const hms__frame_hdr_t *fi
     if (hms__ring_peek(&c->req, &h, &p, why, sizeof why) != HMS__RING_OK) break; /* the drain loop reports corruption */
     if (h.kind != HMS__FRAME_REQUEST || h.fn_id != first->fn_id ||
         (h.flags & (HMS__FRAME_F_ONEWAY | HMS__FRAME_F_STREAM | HMS__FRAME_F_CSTREAM | HMS__FRAME_F_ARENA)) !=
-            HMS__FRAME_F_ONEWAY)
+            HMS__FRAME_F_ONEWAY || hms__oversize(c, &h))
       break;
   }
   if (n == 0) return consumed;
@@ -1204,7 +1331,13 @@ static int hms__dispatch_oneway_batch(hms__conn_t *c, const hms__frame_hdr_t *fi
                    .peer_pid = c->pid,
                    .peer_uid = c->uid,
                    .peer_gid = c->gid};
+  const hms__fn_t *afn = c->svc->fns[first->fn_id - 1];
+  int64_t t0 = hms__audit_start(c, afn);
   fn(&b, ud);
+  if (t0) { /* every one-way call of the run, each with the run's duration */
+    int64_t dur = hms__now_ns() - t0;
+    for (size_t i = 0; i < n; i++) hms__audit_call(c, afn, NULL, HMS_OK, true, dur);
+  }
   return consumed;
 }
 
@@ -1590,12 +1723,20 @@ HMS_API hms_status_t hms_call_defer(hms_call_t *call, hms_deferred_t **out, hms_
   d->call.err_details = NULL;
   d->call.consumed = true;
   call->replied = true; /* the dispatcher must not answer it */
+  call->audit_t0 = 0;   /* nor record it: the deferred answer does */
   *out = d;
   hms__ok(err);
   return HMS_OK;
 }
 
 HMS_API hms_call_t *hms_deferred_call(hms_deferred_t *deferred) { return deferred ? &deferred->call : NULL; }
+
+/* The audit record of a deferred call, when it is answered (any thread: the queue takes many producers). */
+static void hms__audit_deferred(hms_deferred_t *d, int32_t status) {
+  hms__conn_t *c = d->call.conn;
+  if (d->call.audit_t0 && !atomic_load(&c->gone))
+    hms__audit_call(c, d->call.fn, &d->call.hdr, status, true, hms__now_ns() - d->call.audit_t0);
+}
 
 static void hms__deferred_free(hms_deferred_t *d) {
   hms__conn_t *c = d->call.conn;
@@ -1617,7 +1758,7 @@ HMS_API hms_status_t hms_deferred_reply(hms_deferred_t *deferred, const char *da
     char msg[256];
     snprintf(msg, sizeof msg, "reply of %zu bytes exceeds the connection's max message of %llu bytes", len,
              (unsigned long long)max);
-    hms_deferred_fail(deferred, HMS_RESOURCE_EXHAUSTED, msg, NULL, 0, 0);
+    hms_deferred_fail(deferred, HMS_RESOURCE_EXHAUSTED, msg, NULL, 0, 0); /* records it */
     return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0, "%s", msg);
   } else if (call->hdr.flags & HMS__FRAME_F_STREAM) {
     /* A server stream: `data` (if any) is its last item, then the end of the stream. */
@@ -1638,6 +1779,7 @@ HMS_API hms_status_t hms_deferred_reply(hms_deferred_t *deferred, const char *da
       st = hms__fail(err, HMS_CANCELLED, 0, "the caller went away or gave up; the reply was dropped");
     }
   }
+  hms__audit_deferred(deferred, st);
   hms__deferred_free(deferred);
   if (st == HMS_OK) hms__ok(err);
   return st;
@@ -1707,6 +1849,7 @@ HMS_API void hms_deferred_fail(hms_deferred_t *deferred, hms_status_t code, cons
       free(buf);
     }
   }
+  hms__audit_deferred(deferred, code == HMS_OK ? HMS_UNKNOWN : code);
   hms__deferred_free(deferred);
 }
 

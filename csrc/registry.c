@@ -451,6 +451,12 @@ hms_status_t hms__registry_write_meta(hms_service_t *svc, hms_error_t *err) {
   FILE *f = fopen(tmp, "we");
   if (!f)
     return hms__fail(err, HMS_FAILED_PRECONDITION, errno, "cannot write '%s': %s", tmp, strerror(errno));
+  /* Owner-only, unless the service is opened to a group (hms_service_open_to_group): its members must
+   * read it to find the socket. */
+  if (svc->group_gid >= 0 && fchown(fileno(f), (uid_t)-1, (gid_t)svc->group_gid) == 0)
+    fchmod(fileno(f), 0640);
+  else
+    fchmod(fileno(f), 0600);
   fprintf(f, "hms-ffi-service 1\nname=%s\nversion=%s\nnode=%s\npid=%d\nuid=%u\nstarttime=%llu\n", svc->name,
           svc->version, node->name, (int)getpid(), (unsigned)getuid(),
           (unsigned long long)hms__proc_starttime(getpid()));
@@ -462,6 +468,41 @@ hms_status_t hms__registry_write_meta(hms_service_t *svc, hms_error_t *err) {
     int e = errno;
     unlink(tmp);
     return hms__fail(err, HMS_FAILED_PRECONDITION, e, "cannot write '%s': %s", svc->meta_path, strerror(e));
+  }
+  return HMS_OK;
+}
+
+/* hms_service_open_to_group(): the runtime directory (group gid, 0750: members may list it and pass
+ * through), this service's socket (group gid, 0660: members may connect) and metadata (0640). Called
+ * with the node's lock held. */
+hms_status_t hms__registry_open_to_group(hms_service_t *svc, gid_t gid, hms_error_t *err) {
+  const char *dir = svc->node->runtime_dir;
+  struct stat st;
+  if (lstat(dir, &st) != 0)
+    return hms__fail(err, HMS_FAILED_PRECONDITION, errno, "cannot stat runtime directory '%s': %s", dir,
+                     strerror(errno));
+  if ((st.st_mode & 0070) && st.st_gid != gid)
+    return hms__fail(err, HMS_FAILED_PRECONDITION, 0,
+                     "runtime directory '%s' is already open to group %u; a directory has one group: give this "
+                     "service a runtime directory of its own (HMS_FFI_RUNTIME_DIR)",
+                     dir, (unsigned)st.st_gid);
+  if (chown(dir, (uid_t)-1, gid) != 0 || chown(svc->sock_path, (uid_t)-1, gid) != 0) {
+    int e = errno;
+    return hms__fail(err, e == EPERM ? HMS_PERMISSION_DENIED : HMS_FAILED_PRECONDITION, e,
+                     "cannot give %s@%s's socket to group %u: %s; the serving user must be a member of that group "
+                     "(or root)",
+                     svc->name, svc->version, (unsigned)gid, strerror(e));
+  }
+  if (chmod(svc->sock_path, 0660) != 0) {
+    int e = errno;
+    return hms__fail(err, HMS_FAILED_PRECONDITION, e, "chmod('%s') failed: %s", svc->sock_path, strerror(e));
+  }
+  svc->group_gid = gid;
+  hms_status_t rc = hms__registry_write_meta(svc, err);
+  if (rc) return rc;
+  if (chmod(dir, 0750) != 0) {
+    int e = errno;
+    return hms__fail(err, HMS_FAILED_PRECONDITION, e, "chmod('%s', 0750) failed: %s", dir, strerror(e));
   }
   return HMS_OK;
 }

@@ -143,3 +143,15 @@ def test_python_client_calls_c_service(ctest, runtime_dir):
     finally:
         p.kill()
         p.wait()
+
+
+@needs_cc
+@needs_src
+def test_access_limits_audit_c_api_under_asan_ubsan(build_dir, runtime_dir):
+    # tests/c/hms_access_test.c: hms_function_set_access (owner, uids, gids, the deny message),
+    # hms_service_set_limits (max message, ring quota, in flight, connections), hms_node_set_audit records.
+    exe = build_from_source(build_dir / "hms_access_san", "hms_access_test.c", SAN_FLAGS)
+    env = child_env(ASAN_OPTIONS="detect_leaks=1:abort_on_error=1", UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    r = run(exe, "selftest", os.path.join(runtime_dir, "audit.jsonl"), env=env, timeout=300)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "all access tests passed" in r.stdout

@@ -303,6 +303,67 @@ hms_status_t hms_node_set_arena_quota(hms_node_t *node, uint64_t bytes, hms_erro
 size_t hms_client_max_inline(const hms_client_t *client);
 hms_status_t hms_client_arena_stats(hms_client_t *client, hms_arena_stats_t *stats, hms_error_t *err);
 hms_status_t hms_node_arena_stats(hms_node_t *node, hms_arena_stats_t *stats, hms_error_t *err);
+enum {
+  HMS_ACCESS_ANY = 1u << 0,
+  HMS_ACCESS_OWNER = 1u << 1
+};
+enum {
+  HMS_AUDIT_DEFAULT = 0,
+  HMS_AUDIT_NONE = 1,
+  HMS_AUDIT_DENY = 2,
+  HMS_AUDIT_ALL = 3
+};
+typedef struct hms_access_s {
+  uint32_t version;
+  uint32_t flags;
+  const uint32_t *uids;
+  size_t n_uids;
+  const uint32_t *gids;
+  size_t n_gids;
+  const char *roles;
+  uint32_t audit;
+  uint32_t reserved0;
+  uint64_t reserved[6];
+} hms_access_t;
+void hms_access_init(hms_access_t *access);
+hms_status_t hms_function_set_access(hms_service_t *service, const char *name, const hms_access_t *access, hms_error_t *err);
+typedef struct hms_limits_s {
+  uint32_t version;
+  uint32_t max_connections;
+  uint32_t max_inflight;
+  uint32_t reserved0;
+  uint64_t max_ring_bytes;
+  uint64_t arena_quota;
+  uint64_t max_message;
+  uint64_t reserved[8];
+} hms_limits_t;
+void hms_limits_init(hms_limits_t *limits);
+hms_status_t hms_service_set_limits(hms_service_t *service, const hms_limits_t *limits, hms_error_t *err);
+hms_status_t hms_service_open_to_group(hms_service_t *service, uint32_t gid, hms_error_t *err);
+typedef struct hms_audit_options_s {
+  uint32_t version;
+  uint32_t level;
+  const char *path;
+  uint64_t max_bytes;
+  uint32_t keep;
+  uint32_t queue;
+  uint64_t reserved[8];
+} hms_audit_options_t;
+void hms_audit_options_init(hms_audit_options_t *opts);
+hms_status_t hms_node_set_audit(hms_node_t *node, const hms_audit_options_t *opts, hms_error_t *err);
+typedef struct hms_audit_stats_s {
+  uint32_t version;
+  uint32_t reserved0;
+  uint64_t queued;
+  uint64_t written;
+  uint64_t dropped;
+  uint64_t rotations;
+  uint64_t write_errors;
+  uint64_t reserved[6];
+} hms_audit_stats_t;
+void hms_audit_stats_init(hms_audit_stats_t *stats);
+hms_status_t hms_node_audit_stats(hms_node_t *node, hms_audit_stats_t *stats, hms_error_t *err);
+hms_status_t hms_node_audit_flush(hms_node_t *node, int64_t timeout_ns, hms_error_t *err);
 size_t hms_sizeof_error(void);
 size_t hms_sizeof_payload(void);
 size_t hms_sizeof_node_options(void);
@@ -373,6 +434,10 @@ enum {
   HMS_SUBSCRIBE_OPTIONS_VERSION = 1,
   HMS_ARENA_DEFAULT_QUOTA = 67108864,
   HMS_ARENA_STATS_VERSION = 1,
+  HMS_ACCESS_VERSION = 1,
+  HMS_LIMITS_VERSION = 1,
+  HMS_AUDIT_OPTIONS_VERSION = 1,
+  HMS_AUDIT_STATS_VERSION = 1,
   HMS_ARROW_FORMAT_VERSION = 1,
   HMS_ARROW_HEADER_BYTES = 64,
   HMS_ARROW_ALIGNMENT = 64,

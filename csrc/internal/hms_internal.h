@@ -304,6 +304,7 @@ typedef struct {
   void *user_data;
   _Atomic(hms_batch_handler_fn) batch_fn; /* set with hms_function_set_batch_handler */
   void *batch_user_data;                  /* written before batch_fn is published */
+  _Atomic(struct hms__access_rule_s *) access; /* access.c; NULL = everybody, node's audit level */
 } hms__fn_t;
 
 struct hms_service_s {
@@ -319,6 +320,13 @@ struct hms_service_s {
   _Atomic uint32_t nfns;
   struct hms__ep_tag_s *tag;
   struct hms_service_s *next;
+  /* access control and limits (access.c) */
+  _Atomic uint32_t acl_gen;                /* 0 = no rule anywhere; bumped whenever a rule changes */
+  struct hms__access_rule_s *acl_all;      /* every rule ever set (freed at close: the dispatcher may read) */
+  _Atomic uint32_t max_connections, max_inflight;
+  _Atomic uint64_t max_ring_bytes, arena_quota, max_message;
+  uint32_t active_conns;                   /* serving thread only */
+  int64_t group_gid;                       /* hms_service_open_to_group(), -1 = owner only */
 };
 
 typedef struct hms__ep_tag_s {
@@ -342,6 +350,7 @@ struct hms_call_s {
   bool deferred; /* this is the call view of an hms_deferred_t (answered from another thread) */
   hms_payload_t *arena_req; /* the request when it arrived in the arena (released after the handler
                                unless hms_call_take_request() took it); NULL otherwise */
+  int64_t audit_t0;         /* != 0: record the call (audit level ALL) when answered; its start time */
 };
 
 struct hms_node_s {
@@ -366,7 +375,42 @@ struct hms_node_s {
   size_t batch_cap;
   hms_payload_t *batch_items;   /* HMS_BATCH_MAX_ITEMS */
   uint32_t *batch_offsets;      /* HMS_BATCH_MAX_ITEMS + 1 */
+  _Atomic(struct hms__audit_s *) audit; /* audit.c; NULL = off */
 };
+
+/* ---------------------------------------------------------------- access control and audit (access.c, audit.c) */
+typedef struct hms__access_rule_s {
+  struct hms__access_rule_s *next_all;
+  uint32_t flags, audit;
+  uint32_t *uids, *gids;
+  size_t n_uids, n_gids;
+  char *roles;
+} hms__access_rule_t;
+#define HMS__PEER_GROUPS_MAX 64
+#define HMS__ACL_WORDS (HMS_MAX_FUNCTIONS / 64)
+/* Fills bits (HMS__ACL_WORDS words, bit i-1 = function id i) for a caller; returns the generation used. */
+uint32_t hms__access_bitmap(hms_service_t *svc, uid_t uid, gid_t gid, const gid_t *groups, uint32_t ngroups,
+                            uint64_t *bits);
+void hms__access_deny_message(const hms_service_t *svc, const hms__fn_t *fn, uid_t uid, gid_t gid, char *buf,
+                              size_t cap);
+void hms__service_access_free(hms_service_t *svc);
+void hms__service_limits_default(hms_service_t *svc);
+/* Registry side of hms_service_open_to_group (registry.c): socket, metadata and directory modes. */
+hms_status_t hms__registry_open_to_group(hms_service_t *svc, gid_t gid, hms_error_t *err);
+
+typedef struct hms__audit_s hms__audit_t;
+/* The audit level of a function under the node's default. */
+static inline uint32_t hms__audit_level(const hms__audit_t *a, uint32_t node_level, const hms__fn_t *fn) {
+  if (!a) return HMS_AUDIT_NONE;
+  const hms__access_rule_t *r = fn ? atomic_load_explicit(&((hms__fn_t *)fn)->access, memory_order_acquire) : NULL;
+  return r && r->audit != HMS_AUDIT_DEFAULT ? r->audit : node_level;
+}
+uint32_t hms__audit_node_level(const hms__audit_t *a);
+/* Never blocks: a full queue counts the record as dropped. function NULL = a connection refusal. */
+void hms__audit_record(hms__audit_t *a, const char *service, const char *function, int32_t pid, uint32_t uid,
+                       uint32_t gid, int32_t status, bool allow, int64_t duration_ns, uint64_t call_id,
+                       const uint8_t *trace_id);
+void hms__audit_close(hms__audit_t *a); /* writes what is queued, stops the writer, frees */
 
 /* ---------------------------------------------------------------- misc */
 size_t hms__strlcpy(char *dst, const char *src, size_t cap);

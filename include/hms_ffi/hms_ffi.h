@@ -882,6 +882,136 @@ HMS_API hms_status_t hms_client_arena_stats(hms_client_t *client, hms_arena_stat
 HMS_API hms_status_t hms_node_arena_stats(hms_node_t *node, hms_arena_stats_t *stats, hms_error_t *err);
 
 /* ----------------------------------------------------------------------------------------------
+ * Access control, limits and audit
+ * -------------------------------------------------------------------------------------------- */
+/// Identity: the caller's uid, gid and supplementary groups as the kernel saw them when it connected
+/// (SO_PEERCRED, SO_PEERGROUPS), never anything the caller claims. Without any access rule a function
+/// may be called by anyone who can open the service's socket (the default: the runtime directory is
+/// private to its owner, mode 0700). Once a function has a rule, only the callers it allows run it;
+/// the others get HMS_PERMISSION_DENIED ("uid 1001 (gid 1001) may not call svc.fn; the policy allows
+/// uids [...], gids [...], roles [...]") before the handler runs. The decision is made per connection
+/// (a bitmap computed at the handshake and again when a rule changes), so a call costs one bit test.
+/// docs/security.md describes the policy file of the Python layer that builds on this.
+
+/// hms_access_t.flags
+enum {
+  HMS_ACCESS_ANY = 1u << 0,  ///< every caller that reaches the socket (uids/gids are ignored)
+  HMS_ACCESS_OWNER = 1u << 1 ///< the service's owner (the serving process's effective uid)
+};
+
+/// Audit levels: which calls are recorded (hms_audit_options_t.level, hms_access_t.audit).
+enum {
+  HMS_AUDIT_DEFAULT = 0, ///< a function: the node's level
+  HMS_AUDIT_NONE = 1,    ///< nothing
+  HMS_AUDIT_DENY = 2,    ///< refused calls (policy or limits) and refused connections
+  HMS_AUDIT_ALL = 3      ///< every call, allowed or refused
+};
+
+#define HMS_ACCESS_VERSION 1
+/// Who may call a function. Fill with hms_access_init() (which allows everybody), then change fields.
+/// A caller is allowed when flags has HMS_ACCESS_ANY, or HMS_ACCESS_OWNER and its uid is the
+/// server's, or its uid is in uids, or its gid or one of its supplementary groups is in gids.
+/// Ownership: the caller's; hms_function_set_access() copies everything it needs.
+typedef struct hms_access_s {
+  uint32_t version;     ///< HMS_ACCESS_VERSION
+  uint32_t flags;       ///< HMS_ACCESS_*
+  const uint32_t *uids; ///< allowed uids (may be NULL when n_uids is 0)
+  size_t n_uids;
+  const uint32_t *gids; ///< allowed gids, primary or supplementary
+  size_t n_gids;
+  const char *roles;    ///< optional, for messages only: the role names the lists came from ("admin, ops")
+  uint32_t audit;       ///< HMS_AUDIT_*; HMS_AUDIT_DEFAULT = the node's level
+  uint32_t reserved0;
+  uint64_t reserved[6];
+} hms_access_t;
+
+HMS_API void hms_access_init(hms_access_t *access);
+
+/// Sets (replaces) the rule of function `name`. May be called while the node serves: connections
+/// re-evaluate before their next call. `access` NULL removes the rule (everybody may call again).
+/// Thread-safety: like hms_function_add().
+/// Returns: HMS_NOT_FOUND when the service has no such function; HMS_INVALID_ARGUMENT for a bad
+/// version, more than 1024 uids or gids, or a list pointer that is NULL with a non-zero count.
+HMS_API hms_status_t hms_function_set_access(hms_service_t *service, const char *name, const hms_access_t *access,
+                                             hms_error_t *err);
+
+#define HMS_LIMITS_VERSION 1
+/// Resource limits of one service; 0 in a field means "no limit of this kind" (the built-in bounds:
+/// ring sizes up to HMS_RING_MAX_BYTES, the node's arena quota, the client's 1024 calls in flight).
+/// Each limit refuses only what exceeds it, with HMS_RESOURCE_EXHAUSTED and a message naming it.
+typedef struct hms_limits_s {
+  uint32_t version;         ///< HMS_LIMITS_VERSION
+  uint32_t max_connections; ///< connections at once; the next handshake is refused
+  uint32_t max_inflight;    ///< calls of one connection started and not answered yet (deferred/async
+                            ///< replies, streams); calls beyond it are refused before their handler
+  uint32_t reserved0;
+  uint64_t max_ring_bytes;  ///< largest per-direction ring a client may ask for (handshake refused beyond)
+  uint64_t arena_quota;     ///< our arena per connection (replies in flight), for connections from now on
+  uint64_t max_message;     ///< largest request payload (refused before the handler) and reply
+  uint64_t reserved[8];
+} hms_limits_t;
+
+HMS_API void hms_limits_init(hms_limits_t *limits);
+
+/// Sets the limits of a service. Connections already open keep their ring and arena quota; the other
+/// limits apply to them from their next call. Thread-safety: like hms_function_add().
+HMS_API hms_status_t hms_service_set_limits(hms_service_t *service, const hms_limits_t *limits, hms_error_t *err);
+
+/// Opens the service's socket to the members of group `gid`: the socket becomes group `gid`, mode 0660;
+/// its metadata file group-readable; the runtime directory group `gid` with mode 0750 (members can
+/// list the directory's entries, and reach this service's socket; other services' sockets and metadata
+/// stay owner-only). Parent directories must let the group through (docs/security.md).
+/// Returns: HMS_PERMISSION_DENIED when we may not give files to that group (not a member, not root);
+/// HMS_FAILED_PRECONDITION when the runtime directory is already opened to another group.
+HMS_API hms_status_t hms_service_open_to_group(hms_service_t *service, uint32_t gid, hms_error_t *err);
+
+#define HMS_AUDIT_OPTIONS_VERSION 1
+/// Options for hms_node_set_audit(). Fill with hms_audit_options_init() first.
+typedef struct hms_audit_options_s {
+  uint32_t version;   ///< HMS_AUDIT_OPTIONS_VERSION
+  uint32_t level;     ///< HMS_AUDIT_NONE, _DENY (the default) or _ALL for functions without their own
+  const char *path;   ///< the JSON-lines file, appended to (created mode 0600)
+  uint64_t max_bytes; ///< rotate when the file reaches this size; 0 = 64 MiB
+  uint32_t keep;      ///< rotated files kept (path.1 = newest ... path.N); 0 = 5
+  uint32_t queue;     ///< records the in-memory queue holds (rounded up to a power of two); 0 = 65536
+  uint64_t reserved[8];
+} hms_audit_options_t;
+
+HMS_API void hms_audit_options_init(hms_audit_options_t *opts);
+
+/// Starts recording calls to an append-only JSON-lines file, one object per line:
+///   {"ts":"2024-05-01T12:00:00.123456Z","service":"s","function":"f","pid":1,"uid":1000,"gid":1000,
+///    "status":"PERMISSION_DENIED","code":7,"duration_us":0,"trace_id":"<32 hex>"|null,"call_id":5,
+///    "decision":"deny"}
+/// (refused connections: "function":null; decision "allow" or "deny"). The dispatcher never waits for
+/// the disk: it puts a fixed-size record in a bounded queue that a writer thread empties. When the
+/// queue is full the record is counted as dropped, never silently: the writer adds
+///   {"ts":...,"event":"audit_dropped","count":N,"total":T}
+/// as soon as there is room again, and hms_node_audit_stats() reports the total.
+/// Call once per node (a second call: HMS_ALREADY_EXISTS), before serving or while not serving.
+/// Returns: HMS_FAILED_PRECONDITION when the file cannot be opened (the message says why).
+HMS_API hms_status_t hms_node_set_audit(hms_node_t *node, const hms_audit_options_t *opts, hms_error_t *err);
+
+#define HMS_AUDIT_STATS_VERSION 1
+typedef struct hms_audit_stats_s {
+  uint32_t version;   ///< HMS_AUDIT_STATS_VERSION
+  uint32_t reserved0;
+  uint64_t queued;    ///< records accepted into the queue, ever
+  uint64_t written;   ///< records written to the file, ever
+  uint64_t dropped;   ///< records lost because the queue was full, ever
+  uint64_t rotations; ///< files rotated
+  uint64_t write_errors; ///< failed writes (records lost to the disk; the last errno is in err on flush)
+  uint64_t reserved[6];
+} hms_audit_stats_t;
+
+HMS_API void hms_audit_stats_init(hms_audit_stats_t *stats);
+/// Fills *stats. Thread-safety: any thread. Returns: HMS_FAILED_PRECONDITION when auditing is off.
+HMS_API hms_status_t hms_node_audit_stats(hms_node_t *node, hms_audit_stats_t *stats, hms_error_t *err);
+/// Waits up to `timeout_ns` (< 0 = no limit) until every record queued before the call is written to
+/// the file. Returns: HMS_DEADLINE_EXCEEDED on timeout; HMS_FAILED_PRECONDITION when auditing is off.
+HMS_API hms_status_t hms_node_audit_flush(hms_node_t *node, int64_t timeout_ns, hms_error_t *err);
+
+/* ----------------------------------------------------------------------------------------------
  * Size queries for FFI users that allocate these structs themselves.
  * -------------------------------------------------------------------------------------------- */
 HMS_API size_t hms_sizeof_error(void);

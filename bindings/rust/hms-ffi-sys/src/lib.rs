@@ -169,6 +169,17 @@ c_consts! {
     HMS_ARENA_DEFAULT_QUOTA: u64 = 67108864;
     HMS_ARENA_STATS_VERSION: u32 = 1;
 
+    HMS_ACCESS_ANY: u32 = 1 << 0;
+    HMS_ACCESS_OWNER: u32 = 1 << 1;
+    HMS_AUDIT_DEFAULT: u32 = 0;
+    HMS_AUDIT_NONE: u32 = 1;
+    HMS_AUDIT_DENY: u32 = 2;
+    HMS_AUDIT_ALL: u32 = 3;
+    HMS_ACCESS_VERSION: u32 = 1;
+    HMS_LIMITS_VERSION: u32 = 1;
+    HMS_AUDIT_OPTIONS_VERSION: u32 = 1;
+    HMS_AUDIT_STATS_VERSION: u32 = 1;
+
     ARROW_FLAG_DICTIONARY_ORDERED: i64 = 1;
     ARROW_FLAG_NULLABLE: i64 = 2;
     ARROW_FLAG_MAP_KEYS_SORTED: i64 = 4;
@@ -336,6 +347,55 @@ c_structs! {
         pub reserved: [u64; 6],
     }
 
+    /// Who may call a function; fill with hms_access_init() first.
+    pub struct hms_access_t {
+        pub version: u32,
+        pub flags: u32,
+        pub uids: *const u32,
+        pub n_uids: usize,
+        pub gids: *const u32,
+        pub n_gids: usize,
+        pub roles: *const c_char,
+        pub audit: u32,
+        pub reserved0: u32,
+        pub reserved: [u64; 6],
+    }
+
+    /// Resource limits of a service; fill with hms_limits_init() first.
+    pub struct hms_limits_t {
+        pub version: u32,
+        pub max_connections: u32,
+        pub max_inflight: u32,
+        pub reserved0: u32,
+        pub max_ring_bytes: u64,
+        pub arena_quota: u64,
+        pub max_message: u64,
+        pub reserved: [u64; 8],
+    }
+
+    /// Options of the audit log; fill with hms_audit_options_init() first.
+    pub struct hms_audit_options_t {
+        pub version: u32,
+        pub level: u32,
+        pub path: *const c_char,
+        pub max_bytes: u64,
+        pub keep: u32,
+        pub queue: u32,
+        pub reserved: [u64; 8],
+    }
+
+    /// Audit log counters; fill with hms_audit_stats_init() first.
+    pub struct hms_audit_stats_t {
+        pub version: u32,
+        pub reserved0: u32,
+        pub queued: u64,
+        pub written: u64,
+        pub dropped: u64,
+        pub rotations: u64,
+        pub write_errors: u64,
+        pub reserved: [u64; 6],
+    }
+
     /// Arrow C Data Interface: a schema.
     pub struct ArrowSchema {
         pub format: *const c_char,
@@ -495,6 +555,21 @@ extern "C" {
     pub fn hms_client_max_inline(client: *const hms_client_t) -> usize;
     pub fn hms_client_arena_stats(client: *mut hms_client_t, stats: *mut hms_arena_stats_t, err: *mut hms_error_t) -> hms_status_t;
     pub fn hms_node_arena_stats(node: *mut hms_node_t, stats: *mut hms_arena_stats_t, err: *mut hms_error_t) -> hms_status_t;
+
+    pub fn hms_access_init(access: *mut hms_access_t);
+    pub fn hms_function_set_access(service: *mut hms_service_t, name: *const c_char, access: *const hms_access_t,
+                                   err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_limits_init(limits: *mut hms_limits_t);
+    pub fn hms_service_set_limits(service: *mut hms_service_t, limits: *const hms_limits_t,
+                                  err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_service_open_to_group(service: *mut hms_service_t, gid: u32, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_audit_options_init(opts: *mut hms_audit_options_t);
+    pub fn hms_node_set_audit(node: *mut hms_node_t, opts: *const hms_audit_options_t,
+                              err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_audit_stats_init(stats: *mut hms_audit_stats_t);
+    pub fn hms_node_audit_stats(node: *mut hms_node_t, stats: *mut hms_audit_stats_t,
+                                err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_node_audit_flush(node: *mut hms_node_t, timeout_ns: i64, err: *mut hms_error_t) -> hms_status_t;
 
     pub fn hms_sizeof_error() -> usize;
     pub fn hms_sizeof_payload() -> usize;
