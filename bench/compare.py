@@ -1024,17 +1024,24 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def render_echo(results: Dict[str, dict], n: int) -> List[str]:
-    base = results.get(BASELINE)
-    lines = [f"64-byte echo round trip, {n} calls per row (after warm-up)", "",
-             "| transport | p50 µs | p99 µs | calls/s | p50 vs hms-ffi Py↔Py spin |",
-             "|---|---:|---:|---:|---:|"]
-    for key, label in ROWS.items():
+def latency_rows(results: Dict[str, dict], rows: Dict[str, str], base: Optional[dict]) -> List[str]:
+    """Markdown rows `| label | p50 µs | p99 µs | calls/s | p50 vs base |` for the measured keys of rows."""
+    lines = []
+    for key, label in rows.items():
         r = results.get(key)
         if r is None:
             continue
         rel = f"{r['p50_ns'] / base['p50_ns']:.2f}×" if base else "n/a"
         lines.append(f"| {label} | {us(r['p50_ns'])} | {us(r['p99_ns'])} | {r['calls_per_s']:,.0f} | {rel} |")
+    return lines
+
+
+def render_echo(results: Dict[str, dict], n: int) -> List[str]:
+    base = results.get(BASELINE)
+    lines = [f"64-byte echo round trip, {n} calls per row (after warm-up)", "",
+             "| transport | p50 µs | p99 µs | calls/s | p50 vs hms-ffi Py↔Py spin |",
+             "|---|---:|---:|---:|---:|"]
+    lines += latency_rows(results, ROWS, base)
     lines.append("")
 
     def ratio(key: str) -> str:
@@ -1232,12 +1239,7 @@ def render_langs(results: Dict[str, dict], args) -> List[str]:
              f"{args.n} calls per row after a warm-up, default spin, timed inside the client", "",
              "| client → server | p50 µs | p99 µs | calls/s | p50 vs C → C |",
              "|---|---:|---:|---:|---:|"]
-    for key, label in LANG_ROWS.items():
-        r = results.get(key)
-        if r is None:
-            continue
-        rel = f"{r['p50_ns'] / cc['p50_ns']:.2f}×" if cc else "n/a"
-        lines.append(f"| {label} | {us(r['p50_ns'])} | {us(r['p99_ns'])} | {r['calls_per_s']:,.0f} | {rel} |")
+    lines += latency_rows(results, LANG_ROWS, cc)
     lines.append("")
     if cc:
         for lang, limit in (("go", 2.0), ("rust", 2.0)):
