@@ -27,14 +27,17 @@ const (
 	JSON     ContentType = C.HMS_CT_JSON
 	Protobuf ContentType = C.HMS_CT_PROTOBUF
 	Arrow    ContentType = C.HMS_CT_ARROW
-	User     ContentType = C.HMS_CT_USER // first value free for applications
+	NDArray  ContentType = C.HMS_CT_NDARRAY // numpy wire format (DecodeNDArray)
+	User     ContentType = C.HMS_CT_USER    // first value free for applications
 )
 
 // Payload is a byte range plus its content type. Payloads the binding hands out own their Data
-// (a Go copy), except a handler's request (see Handler).
+// (a Go copy), except the request of an FnInPlace handler and HeldPayload.Payload(): their Data is a
+// read-only view of the library's memory (see FnInPlace).
 type Payload struct {
 	Data []byte
 	Type ContentType
+	src  *payloadSrc // where an in-place Data lives (nil: Go memory); see view.go
 }
 
 // RawPayload wraps bytes as a Raw payload.

@@ -22,13 +22,20 @@ const (
 	FnIdempotent   FunctionFlag = C.HMS_FN_IDEMPOTENT    // safe to retry (informational)
 	FnStream       FunctionFlag = C.HMS_FN_STREAM        // server-streaming: the handler sends items with Call.Send
 	FnClientStream FunctionFlag = C.HMS_FN_CLIENT_STREAM // client-streaming: the handler reads items with Call.Recv
+
+	// FnInPlace (Go only, not sent to the library) hands the handler its request WITHOUT copying it:
+	// req.Data is a read-only view of the library's memory — for a large request the sender's arena
+	// block, mapped read-only (writing to it crashes the process) — valid only until the handler
+	// returns. DecodeArrow / DecodeNDArray / Call.TakeRequest keep it alive past the handler (zero
+	// copy for an arena block); anything else derived from req.Data must be copied before returning.
+	FnInPlace FunctionFlag = 1 << 31
 )
 
 // Handler serves one function. It runs on the node's dispatcher thread (see the package comment).
-// req.Data is a private copy the handler may keep. The returned payload is the reply (an empty
-// reply when its Data is nil and Type is None). A returned error becomes the caller's error: an
-// *Error (or an error wrapping one, or wrapping an Err* sentinel) keeps its code, message and
-// details; any other error becomes UNKNOWN with err.Error() as the message. A panic becomes
+// req.Data is a private copy the handler may keep (unless the function has FnInPlace). The
+// returned payload is the reply (an empty reply when its Data is nil and Type is None). A returned
+// error becomes the caller's error: an *Error (or an error wrapping one, or wrapping an Err*
+// sentinel) keeps its code, message and details; any other error becomes UNKNOWN with err.Error() as the message. A panic becomes
 // INTERNAL and the server keeps running.
 type Handler func(call *Call, req Payload) (Payload, error)
 
@@ -62,6 +69,7 @@ type registration struct {
 	fn      Handler
 	name    string
 	service string
+	inPlace bool
 }
 
 // Handle adds a function served by h. Functions may be added while the node serves; clients see
@@ -80,7 +88,9 @@ func (s *Service) Handle(name string, h Handler, flags ...FunctionFlag) error {
 	cname := C.CString(name)
 	defer C.free(unsafe.Pointer(cname))
 	// The C side keeps only the handle's integer value: no Go pointer is stored in C memory.
-	hd := cgo.NewHandle(&registration{fn: h, name: name, service: s.name})
+	inPlace := f&uint32(FnInPlace) != 0
+	f &^= uint32(FnInPlace)
+	hd := cgo.NewHandle(&registration{fn: h, name: name, service: s.name, inPlace: inPlace})
 	var e C.hms_error_t
 	if st := C.hms_go_function_add(s.ptr, cname, C.uint32_t(f), C.uintptr_t(hd), &e); st != C.HMS_OK {
 		hd.Delete()
@@ -94,6 +104,8 @@ func (s *Service) Handle(name string, h Handler, flags ...FunctionFlag) error {
 type Call struct {
 	ptr     *C.hms_call_t
 	replied bool
+	req     *payloadSrc // the request, as an in-place view (FnInPlace) or nil
+	reqC    *C.hms_payload_t
 }
 
 func (c *Call) live() error {
@@ -215,9 +227,13 @@ func currentThreadID() int64 { return int64(syscall.Gettid()) }
 //export hmsGoDispatch
 func hmsGoDispatch(call *C.hms_call_t, req *C.hms_payload_t, handle C.uintptr_t, reply *C.hms_go_reply_t) (status C.hms_status_t) {
 	reg := cgo.Handle(handle).Value().(*registration)
-	c := &Call{ptr: call}
+	c := &Call{ptr: call, reqC: req}
 	defer func() {
 		c.ptr = nil
+		c.reqC = nil
+		if c.req != nil {
+			c.req.callOver() // in-place views end here unless they were taken
+		}
 		if r := recover(); r != nil {
 			// A panicking handler must not take the server down (and must not unwind through C).
 			msg := C.CString(fmt.Sprintf("handler %s.%s panicked: %v", reg.service, reg.name, r))
@@ -227,7 +243,13 @@ func hmsGoDispatch(call *C.hms_call_t, req *C.hms_payload_t, handle C.uintptr_t,
 		}
 	}()
 	in := Payload{Type: ContentType(req.content_type)}
-	if req.len > 0 && req.data != nil {
+	if reg.inPlace {
+		c.req = &payloadSrc{call: c}
+		in.src = c.req
+		if req.len > 0 && req.data != nil {
+			in.Data = unsafe.Slice((*byte)(req.data), int(req.len))
+		}
+	} else if req.len > 0 && req.data != nil {
 		// Copied: the request lives in shared memory a hostile peer could rewrite meanwhile.
 		in.Data = C.GoBytes(req.data, C.int(req.len))
 	}

@@ -1,6 +1,7 @@
 // Command hms-go-peer is the Go side of the cross-language test matrix:
 //
-//	hms-go-peer serve SERVICE              serve SERVICE@1.0.0 (echo, fail, count_to) until SIGTERM/SIGINT
+//	hms-go-peer serve SERVICE              serve SERVICE@1.0.0 (echo, fail, count_to, arrow_sum, arrow_keep,
+//	                                       arrow_kept, arrow_make, ndarray_sum) until SIGTERM/SIGINT
 //	hms-go-peer call SERVICE VECTORS_JSON  send every CBOR vector to SERVICE's echo, then fail [5, "nope"]
 //	hms-go-peer bench SERVICE N            N round trips of 64 raw bytes to echo: "p50_ns p99_ns calls_per_s"
 //
@@ -143,6 +144,17 @@ func serve(service string) error {
 		return err
 	}
 	if err := svc.Handle("count_to", countTo, hms.FnStream); err != nil {
+		return err
+	}
+	for name, h := range map[string]hms.Handler{"arrow_sum": arrowSum, "arrow_keep": arrowKeep, "ndarray_sum": ndarraySum} {
+		if err := svc.Handle(name, h, hms.FnInPlace); err != nil { // read in place: no copy
+			return err
+		}
+	}
+	if err := svc.Handle("arrow_kept", arrowKept); err != nil {
+		return err
+	}
+	if err := svc.Handle("arrow_make", arrowMake); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)

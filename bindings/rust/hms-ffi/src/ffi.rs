@@ -110,9 +110,12 @@ pub fn check_abi(library: u32, built_against: u32) -> Result<()> {
 
 // ------------------------------------------------------------------ payloads
 
-/// A payload the library handed out (a reply, a stream item): a private copy, released on drop.
+/// A payload the library handed out (a reply, a stream item, a taken request), released on drop.
+/// A large one (past the ring's inline limit) is the sender's arena block, mapped read-only.
 pub struct Payload {
     raw: sys::hms_payload_t,
+    /// Our own 8-byte aligned copy (a taken request that came inline), with its length in bytes.
+    copy: Option<(Vec<u64>, usize)>,
 }
 
 // SAFETY (Send, Sync): hms_payload_t's Thread-safety line: "a filled payload may be handed to and
@@ -124,6 +127,9 @@ unsafe impl Sync for Payload {}
 impl Payload {
     /// The bytes.
     pub fn data(&self) -> &[u8] {
+        if let Some((words, len)) = &self.copy {
+            return &bytemuck_bytes(words)[..*len];
+        }
         if self.raw.data.is_null() || self.raw.len == 0 {
             return &[];
         }
@@ -133,6 +139,11 @@ impl Payload {
     /// The content type (`HMS_CT_*`).
     pub fn content_type(&self) -> u32 {
         self.raw.content_type
+    }
+    /// True when the bytes are a copy this process made (a taken request that came inline), false
+    /// for memory the library handed out (for a large payload: the sender's arena block, no copy).
+    pub fn is_copy(&self) -> bool {
+        self.copy.is_some()
     }
     /// Copies the bytes out.
     pub fn to_vec(&self) -> Vec<u8> {
@@ -184,6 +195,8 @@ struct HandlerSlot {
     f: Box<HandlerFn>,
     scratch: Vec<u8>,
     name: String,
+    /// Hand the handler the request where it lies (no copy): see Service::function_in_place.
+    in_place: bool,
 }
 
 /// A process's presence in the runtime directory: serves services, opens clients and topics.
@@ -449,8 +462,26 @@ impl Service<'_> {
     where
         F: FnMut(&mut Call<'_>) -> Result<()> + Send + 'static,
     {
+        self.add_function(name, flags, false, Box::new(f))
+    }
+
+    /// Adds a function whose handler reads its request IN PLACE: [`Call::request`] is the
+    /// library's memory itself — for a request larger than the ring's inline limit, the sender's
+    /// arena block, mapped read-only — with no copy. Decode it with [`ArrowData::decode`] or
+    /// [`NdArray::decode`] inside the handler (the borrow checker keeps the results inside the call),
+    /// or keep it past the handler with [`Call::take_request`]. Caveat: the sender keeps a writable
+    /// mapping, so a hostile sender can change the bytes while the handler reads them (validated
+    /// structure stays validated: the decoders copy what they check).
+    pub fn function_in_place<F>(&self, name: &str, f: F) -> Result<()>
+    where
+        F: FnMut(&mut Call<'_>) -> Result<()> + Send + 'static,
+    {
+        self.add_function(name, sys::HMS_FN_DEFAULT, true, Box::new(f))
+    }
+
+    fn add_function(&self, name: &str, flags: u32, in_place: bool, f: Box<HandlerFn>) -> Result<()> {
         let n = cstring("function name", name)?;
-        let mut slot = Box::new(HandlerSlot { f: Box::new(f), scratch: Vec::new(), name: name.to_string() });
+        let mut slot = Box::new(HandlerSlot { f, scratch: Vec::new(), name: name.to_string(), in_place });
         let ud = &mut *slot as *mut HandlerSlot as *mut c_void;
         let mut handlers = self.node.handlers.lock().unwrap_or_else(|p| p.into_inner());
         let mut e = err_buf();
@@ -583,10 +614,22 @@ unsafe extern "C" fn trampoline(
         // SAFETY: user_data is the HandlerSlot registered with this function; only the serving
         // thread (one at a time) runs handlers, so this &mut is unique.
         let slot = unsafe { &mut *(user_data as *mut HandlerSlot) };
-        let HandlerSlot { f, scratch, name } = slot;
+        let HandlerSlot { f, scratch, name, in_place } = slot;
         scratch.clear();
         let mut content_type = sys::HMS_CT_NONE;
-        if !req.is_null() {
+        let mut request: &[u8] = &[];
+        if !req.is_null() && *in_place {
+            // SAFETY: req and the bytes it describes (bounds-checked by the core; an arena block
+            // mapped read-only, or the ring frame) stay valid until this trampoline returns, which
+            // outlives the Call built below (its lifetime ends inside this closure).
+            unsafe {
+                let r = ptr::read_volatile(req);
+                content_type = r.content_type;
+                if !r.data.is_null() && r.len > 0 {
+                    request = std::slice::from_raw_parts(r.data as *const u8, r.len);
+                }
+            }
+        } else if !req.is_null() {
             // The request lives in shared memory a hostile peer may rewrite while we read it:
             // copy it once into our buffer so the handler sees stable bytes (one memcpy).
             // SAFETY: req is valid for the duration of the call; data/len describe mapped memory
@@ -599,7 +642,10 @@ unsafe extern "C" fn trampoline(
                 }
             }
         }
-        let mut c = Call { raw: call, request: scratch, content_type, _not_send: PhantomData };
+        if !*in_place {
+            request = scratch;
+        }
+        let mut c = Call { raw: call, request, content_type, _not_send: PhantomData };
         match catch_unwind(AssertUnwindSafe(|| f(&mut c))) {
             Ok(Ok(())) => sys::HMS_OK,
             Ok(Err(e)) => set_error(call, &e),
@@ -623,9 +669,33 @@ pub struct Call<'a> {
 }
 
 impl<'a> Call<'a> {
-    /// The request bytes (a private copy, stable while the handler runs).
+    /// The request bytes: a private copy, stable while the handler runs — or, for a function added
+    /// with [`Service::function_in_place`], the library's memory itself (no copy).
     pub fn request(&self) -> &'a [u8] {
         self.request
+    }
+    /// Keeps the request past the handler: the sender's arena block itself (no copy) when it came
+    /// through the arena, else an aligned copy of the inline bytes. At most once per call
+    /// (`FailedPrecondition` after that). The payload is `Send`: hand it to another thread and
+    /// decode it there ([`ArrowData::decode`]`(payload.data())`).
+    pub fn take_request(&mut self) -> Result<Payload> {
+        let mut p = Payload { raw: empty_payload(), copy: None };
+        let mut e = err_buf();
+        // SAFETY: running call; p.raw is ours to fill and is released by Payload's Drop.
+        let st = unsafe { sys::hms_call_take_request(self.raw, &mut p.raw, &mut e) };
+        if st == sys::HMS_OK {
+            return Ok(p);
+        }
+        // FAILED_PRECONDITION "arrived inline in the ring" is the one failure we answer with a copy.
+        if st != sys::HMS_FAILED_PRECONDITION || !c_chars_to_string(&e.message).contains("inline") {
+            return Err(to_error(st, &e));
+        }
+        // Came inline in the ring: copy it (it is valid only during the call).
+        let mut words = vec![0u64; self.request.len().div_ceil(8)];
+        bytemuck_bytes_mut(&mut words)[..self.request.len()].copy_from_slice(self.request);
+        p.raw.content_type = self.content_type;
+        p.copy = Some((words, self.request.len()));
+        Ok(p)
     }
     /// The request's content type (`HMS_CT_*`).
     pub fn content_type(&self) -> u32 {
@@ -648,7 +718,7 @@ impl<'a> Call<'a> {
     }
     /// Receives the next item of a client stream: `Ok(None)` once the caller finished sending.
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Payload>> {
-        let mut item = Payload { raw: empty_payload() };
+        let mut item = Payload { raw: empty_payload(), copy: None };
         let mut end: c_int = 0;
         let mut e = err_buf();
         // SAFETY: running call; item/end/err are locals; the item is a private copy.
@@ -784,7 +854,7 @@ impl<'n> Client<'n> {
     /// Calls function `fn_id` with `data` and waits up to `timeout` (`None` = forever).
     /// A remote error carries the peer's code, message and details.
     pub fn call_id(&self, fn_id: u32, data: &[u8], content_type: u32, timeout: Option<Duration>) -> Result<Payload> {
-        let mut resp = Payload { raw: empty_payload() };
+        let mut resp = Payload { raw: empty_payload(), copy: None };
         let mut e = err_buf();
         // SAFETY: live client; data valid for the call; resp is always left valid (released in
         // Payload's Drop in every case).
@@ -890,7 +960,7 @@ impl Stream<'_> {
         if self.done {
             return Ok(None);
         }
-        let mut item = Payload { raw: empty_payload() };
+        let mut item = Payload { raw: empty_payload(), copy: None };
         let mut end: c_int = 0;
         let mut e = err_buf();
         // SAFETY: live stream used by one thread (&mut self); locals.
@@ -1201,4 +1271,523 @@ mod tests {
         assert_eq!(version_matches("2.0.0", "^1"), Some(false));
         assert_eq!(version_matches("x", "^1"), None);
     }
+}
+
+// ------------------------------------------------------------------ Arrow and ndarray, in place
+
+/// The bytes of a `u64` buffer (an aligned home for copies).
+fn bytemuck_bytes(words: &[u64]) -> &[u8] {
+    // SAFETY: u8 has no alignment or validity requirements; the length is in bounds.
+    unsafe { std::slice::from_raw_parts(words.as_ptr() as *const u8, words.len() * 8) }
+}
+
+fn bytemuck_bytes_mut(words: &mut [u64]) -> &mut [u8] {
+    // SAFETY: as above, and the borrow is unique.
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, words.len() * 8) }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Plain fixed-width numbers that any bit pattern is a valid value of (so shared memory, which a
+/// writer may change, can be viewed as a slice of them).
+pub trait Primitive: sealed::Sealed + Copy + 'static {
+    /// The Arrow C Data Interface format of the type ("g" for f64, "l" for i64, ...).
+    const ARROW_FORMAT: &'static str;
+    /// The numpy type without byte order ("f8", "i8", ...).
+    const NUMPY: &'static str;
+}
+
+macro_rules! primitive {
+    ($($t:ty => $arrow:literal, $np:literal;)*) => {$(
+        impl sealed::Sealed for $t {}
+        impl Primitive for $t {
+            const ARROW_FORMAT: &'static str = $arrow;
+            const NUMPY: &'static str = $np;
+        }
+    )*};
+}
+primitive! {
+    i8 => "c", "i1"; u8 => "C", "u1"; i16 => "s", "i2"; u16 => "S", "u2"; i32 => "i", "i4"; u32 => "I", "u4";
+    i64 => "l", "i8"; u64 => "L", "u8"; f32 => "f", "f4"; f64 => "g", "f8";
+}
+
+/// `bytes` as a slice of T: None when it is not aligned for T or its length is not a multiple.
+pub(crate) fn cast_slice<T: Primitive>(bytes: &[u8]) -> Option<&[T]> {
+    let size = std::mem::size_of::<T>();
+    if bytes.as_ptr() as usize % std::mem::align_of::<T>() != 0 || bytes.len() % size != 0 {
+        return None;
+    }
+    // SAFETY: aligned, in bounds, and every bit pattern is a valid T (Primitive is sealed to
+    // plain integers and floats).
+    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, bytes.len() / size) })
+}
+
+/// What an Arrow payload was made from (`HMS_ARROW_KIND_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArrowKind {
+    Unspecified,
+    /// pyarrow.Array
+    Array,
+    /// pyarrow.ChunkedArray
+    ChunkedArray,
+    /// one struct array of columns
+    RecordBatch,
+    /// record batches of one schema (pyarrow.Table)
+    Table,
+}
+
+/// One node of a decoded Arrow schema (owned copies of the strings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArrowField {
+    pub name: String,
+    /// The C Data Interface format string ("g" float64, "l" int64, "u" utf8, "+s" struct, ...).
+    pub format: String,
+    pub nullable: bool,
+    pub children: Vec<ArrowField>,
+    /// The value type of a dictionary-encoded field (`format` is then the index type).
+    pub dictionary: Option<Box<ArrowField>>,
+}
+
+/// An Arrow validity bitmap (bit i set = row i valid), possibly starting mid-byte.
+#[derive(Debug, Clone, Copy)]
+pub struct Validity<'a> {
+    bits: Option<&'a [u8]>,
+    offset: usize,
+    len: usize,
+}
+
+impl<'a> Validity<'a> {
+    /// True when the column has no validity buffer (no nulls).
+    pub fn all_valid(&self) -> bool {
+        self.bits.is_none()
+    }
+    /// Whether row i holds a value.
+    pub fn is_valid(&self, i: usize) -> bool {
+        assert!(i < self.len, "row {i} out of range ({} rows)", self.len);
+        match self.bits {
+            None => true,
+            Some(b) => {
+                let j = self.offset + i;
+                b[j >> 3] >> (j & 7) & 1 != 0
+            }
+        }
+    }
+    /// Number of null rows.
+    pub fn null_count(&self) -> usize {
+        match self.bits {
+            None => 0,
+            Some(_) => (0..self.len).filter(|&i| !self.is_valid(i)).count(),
+        }
+    }
+    /// The raw bitmap (in place) and the bit offset of row 0.
+    pub fn raw(&self) -> Option<(&'a [u8], usize)> {
+        self.bits.map(|b| (b, self.offset))
+    }
+}
+
+/// An Arrow payload (`HMS_CT_ARROW`: a pyarrow Array, ChunkedArray, RecordBatch or Table from any
+/// binding) decoded IN PLACE over `&'a [u8]`: `hms_arrow_decode` validates the whole layout first,
+/// and column slices point into those bytes — for an in-place request ([`Service::function_in_place`])
+/// or a taken one ([`Call::take_request`]) the sender's arena block, with no copy. The lifetime `'a`
+/// ties everything to the bytes: the compiler refuses to keep a column past its payload.
+pub struct ArrowData<'a> {
+    schema: Box<MaybeUninit<sys::ArrowSchema>>,
+    arrays: Vec<MaybeUninit<sys::ArrowArray>>,
+    n: usize,
+    kind: ArrowKind,
+    root: ArrowField,
+    _src: PhantomData<&'a [u8]>,
+}
+
+// SAFETY (Send, Sync): hms_arrow_decode's Thread-safety line: "any thread; the filled structs may be
+// released from any threads". The structs are only read after decoding (no interior mutability),
+// and the bytes they point to are borrowed immutably for 'a.
+unsafe impl Send for ArrowData<'_> {}
+unsafe impl Sync for ArrowData<'_> {}
+
+fn arrow_field(s: &sys::ArrowSchema, depth: u32) -> ArrowField {
+    // SAFETY: format/name are NUL-terminated private copies the decoder made (valid until release);
+    // children/dictionary are valid struct pointers, n_children of them.
+    unsafe {
+        let mut f = ArrowField {
+            name: owned_str(s.name),
+            format: owned_str(s.format),
+            nullable: s.flags & sys::ARROW_FLAG_NULLABLE != 0,
+            children: Vec::new(),
+            dictionary: None,
+        };
+        if depth > sys::HMS_ARROW_MAX_DEPTH {
+            return f;
+        }
+        if s.n_children > 0 && !s.children.is_null() {
+            let kids = std::slice::from_raw_parts(s.children, s.n_children as usize);
+            f.children = kids.iter().map(|&k| arrow_field(&*k, depth + 1)).collect();
+        }
+        if !s.dictionary.is_null() {
+            f.dictionary = Some(Box::new(arrow_field(&*s.dictionary, depth + 1)));
+        }
+        f
+    }
+}
+
+fn invalid(msg: String) -> Error {
+    Error::new(Code::InvalidArgument, msg)
+}
+
+impl<'a> ArrowData<'a> {
+    /// Validates and decodes an Arrow layout without copying its data. `src` must be 8-byte aligned
+    /// (arena blocks and [`Call::take_request`] copies are). Errors: `InvalidArgument` for anything
+    /// that is not a valid layout (nothing is read before it is validated), `ResourceExhausted`
+    /// when the structs cannot be allocated.
+    pub fn decode(src: &'a [u8]) -> Result<ArrowData<'a>> {
+        if src.len() < sys::HMS_ARROW_HEADER_BYTES as usize {
+            return Err(invalid(format!(
+                "{} bytes cannot hold an Arrow layout (the header alone is {})",
+                src.len(),
+                sys::HMS_ARROW_HEADER_BYTES
+            )));
+        }
+        if src.as_ptr() as usize % 8 != 0 {
+            return Err(invalid("the Arrow layout is not 8-byte aligned: copy it into an aligned buffer".into()));
+        }
+        let (mut kind, mut count) = (0u32, 0usize);
+        let mut e = err_buf();
+        // SAFETY: src is a live slice; the outputs are locals.
+        check(unsafe { sys::hms_arrow_peek(src.as_ptr(), src.len(), &mut kind, &mut count, &mut e) }, &e)?;
+        if count > sys::HMS_ARROW_MAX_NODES as usize {
+            return Err(invalid(format!("the layout claims {count} arrays (at most {} nodes)", sys::HMS_ARROW_MAX_NODES)));
+        }
+        let mut schema: Box<MaybeUninit<sys::ArrowSchema>> = Box::new(MaybeUninit::zeroed());
+        let mut arrays: Vec<MaybeUninit<sys::ArrowArray>> = Vec::new();
+        arrays.try_reserve_exact(count.max(1)).map_err(|_| {
+            Error::new(Code::ResourceExhausted, format!("cannot allocate {count} Arrow array structs"))
+        })?;
+        arrays.resize_with(count.max(1), MaybeUninit::zeroed);
+        let mut got = 0usize;
+        // SAFETY: src outlives the structs (PhantomData<'a>); the outputs have room for `count`
+        // arrays; on failure nothing is filled.
+        let st = unsafe {
+            sys::hms_arrow_decode(
+                src.as_ptr(),
+                src.len(),
+                None,
+                ptr::null_mut(),
+                schema.as_mut_ptr(),
+                arrays.as_mut_ptr() as *mut sys::ArrowArray,
+                count,
+                &mut got,
+                &mut e,
+            )
+        };
+        check(st, &e)?;
+        // SAFETY: filled by the successful decode.
+        let root = arrow_field(unsafe { schema.assume_init_ref() }, 0);
+        let kind = match kind {
+            sys::HMS_ARROW_KIND_ARRAY => ArrowKind::Array,
+            sys::HMS_ARROW_KIND_CHUNKED_ARRAY => ArrowKind::ChunkedArray,
+            sys::HMS_ARROW_KIND_RECORD_BATCH => ArrowKind::RecordBatch,
+            sys::HMS_ARROW_KIND_TABLE => ArrowKind::Table,
+            _ => ArrowKind::Unspecified,
+        };
+        let data = ArrowData { schema, arrays, n: got, kind, root, _src: PhantomData };
+        if matches!(kind, ArrowKind::RecordBatch | ArrowKind::Table) && data.root.format != "+s" {
+            return Err(invalid(format!("a {kind:?} needs a struct schema, the layout has format {:?}", data.root.format)));
+        }
+        Ok(data)
+    }
+
+    /// What the sender encoded.
+    pub fn kind(&self) -> ArrowKind {
+        self.kind
+    }
+    /// The schema's root (a struct whose children are the columns for a Table or RecordBatch).
+    pub fn schema(&self) -> &ArrowField {
+        &self.root
+    }
+    /// The columns: the root's children for a Table or RecordBatch, else the root itself.
+    pub fn fields(&self) -> &[ArrowField] {
+        match self.kind {
+            ArrowKind::Table | ArrowKind::RecordBatch => &self.root.children,
+            _ => std::slice::from_ref(&self.root),
+        }
+    }
+    /// The index of the column called `name`.
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.fields().iter().position(|f| f.name == name)
+    }
+    /// Record batches of a Table, chunks of a ChunkedArray, 1 for a RecordBatch or an Array.
+    pub fn num_batches(&self) -> usize {
+        self.n
+    }
+    fn array(&self, i: usize) -> &sys::ArrowArray {
+        // SAFETY: i < n, filled by the decode.
+        unsafe { self.arrays[i].assume_init_ref() }
+    }
+    /// Rows over all batches.
+    pub fn num_rows(&self) -> i64 {
+        (0..self.n).map(|i| self.array(i).length).sum()
+    }
+
+    /// Column `col` of batch `batch`: the array, the first element it uses, the row count.
+    fn column(&self, batch: usize, col: usize) -> Result<(&sys::ArrowArray, usize, usize, &ArrowField)> {
+        if batch >= self.n {
+            return Err(Error::new(Code::OutOfRange, format!("batch {batch} does not exist (the payload has {})", self.n)));
+        }
+        let fields = self.fields();
+        let f = fields.get(col).ok_or_else(|| {
+            Error::new(Code::OutOfRange, format!("column {col} does not exist (the payload has {})", fields.len()))
+        })?;
+        let root = self.array(batch);
+        if !matches!(self.kind, ArrowKind::Table | ArrowKind::RecordBatch) {
+            return Ok((root, root.offset as usize, root.length as usize, f));
+        }
+        if root.n_children as usize != fields.len() || root.children.is_null() {
+            return Err(invalid(format!("batch {batch} has {} columns, the schema {}", root.n_children, fields.len())));
+        }
+        if root.null_count != 0 {
+            return Err(invalid(format!("batch {batch}: a record batch with null rows is not supported")));
+        }
+        // SAFETY: n_children valid child pointers (validated by the decoder).
+        let child = unsafe { &**root.children.add(col) };
+        // A struct's offset and length select its children's rows (C Data Interface rules).
+        if root.offset + root.length > child.length {
+            return Err(invalid(format!(
+                "batch {batch}: rows {}..{} are past column {:?}'s {} values",
+                root.offset,
+                root.offset + root.length,
+                f.name,
+                child.length
+            )));
+        }
+        Ok((child, (child.offset + root.offset) as usize, root.length as usize, f))
+    }
+
+    /// Column `col` of batch `batch` as `&[T]` over the payload (no copy; offset and length
+    /// applied) with its validity. T must match the column's format exactly (f64 for "g", ...); a
+    /// null slot's value is unspecified.
+    pub fn values<T: Primitive>(&self, batch: usize, col: usize) -> Result<(&'a [T], Validity<'a>)> {
+        let (arr, start, len, f) = self.column(batch, col)?;
+        if f.format != T::ARROW_FORMAT || f.dictionary.is_some() {
+            return Err(invalid(format!(
+                "column {col} ({:?}) has Arrow format {:?}; {} needs {:?}",
+                f.name,
+                f.format,
+                std::any::type_name::<T>(),
+                T::ARROW_FORMAT
+            )));
+        }
+        if arr.n_buffers != 2 || arr.buffers.is_null() {
+            return Err(invalid(format!("column {:?} has {} buffers, a primitive array 2", f.name, arr.n_buffers)));
+        }
+        // SAFETY: two buffer pointers (validated count); each buffer was checked by the decoder to
+        // hold offset + length elements (bits for validity) inside src, which lives for 'a.
+        unsafe {
+            let validity = *arr.buffers;
+            let values = *arr.buffers.add(1);
+            let bits = if validity.is_null() || len == 0 {
+                None
+            } else {
+                Some(std::slice::from_raw_parts(validity as *const u8, (start + len).div_ceil(8)))
+            };
+            let v = Validity { bits, offset: start, len };
+            if len == 0 {
+                return Ok((&[], v));
+            }
+            if values.is_null() {
+                return Err(invalid(format!("column {:?} has {len} rows but no values buffer", f.name)));
+            }
+            let size = std::mem::size_of::<T>();
+            let bytes = std::slice::from_raw_parts((values as *const u8).add(start * size), len * size);
+            let vals = cast_slice::<T>(bytes)
+                .ok_or_else(|| invalid(format!("column {:?}'s values are not {size}-byte aligned", f.name)))?;
+            Ok((vals, v))
+        }
+    }
+
+    fn single(&self) -> Result<()> {
+        if self.n != 1 {
+            return Err(Error::new(
+                Code::FailedPrecondition,
+                format!("the {:?} has {} batches, not 1: read each with values::<T>(batch, col)", self.kind, self.n),
+            ));
+        }
+        Ok(())
+    }
+    /// Column i of a single-batch payload as `&[f64]` in place (see [`ArrowData::values`]).
+    pub fn float64_column(&self, i: usize) -> Result<&'a [f64]> {
+        self.single()?;
+        Ok(self.values::<f64>(0, i)?.0)
+    }
+    /// Column i of a single-batch payload as `&[i64]` in place.
+    pub fn int64_column(&self, i: usize) -> Result<&'a [i64]> {
+        self.single()?;
+        Ok(self.values::<i64>(0, i)?.0)
+    }
+    /// The validity of column i of a single-batch payload.
+    pub fn validity(&self, i: usize) -> Result<Validity<'a>> {
+        self.single()?;
+        let (arr, start, len, f) = self.column(0, i)?;
+        if arr.n_buffers < 1 || arr.buffers.is_null() || f.format.starts_with('+') {
+            return Ok(Validity { bits: None, offset: start, len });
+        }
+        // SAFETY: buffer 0 is the validity bitmap of every array that has buffers (checked by the
+        // decoder to hold offset + length bits).
+        let validity = unsafe { *arr.buffers };
+        let bits = if validity.is_null() || len == 0 {
+            None
+        } else {
+            // SAFETY: see above.
+            Some(unsafe { std::slice::from_raw_parts(validity as *const u8, (start + len).div_ceil(8)) })
+        };
+        Ok(Validity { bits, offset: start, len })
+    }
+}
+
+impl Drop for ArrowData<'_> {
+    fn drop(&mut self) {
+        // SAFETY: every struct the decode filled has a release callback (or none once moved/released).
+        unsafe {
+            let s = self.schema.as_mut_ptr();
+            if let Some(r) = (*s).release {
+                r(s);
+            }
+            for a in self.arrays.iter_mut().take(self.n) {
+                let a = a.as_mut_ptr();
+                if let Some(r) = (*a).release {
+                    r(a);
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for ArrowData<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ArrowData({:?}, {} batches, {} rows, fields {:?})", self.kind, self.n, self.num_rows(), self.fields())
+    }
+}
+
+/// One primitive column for [`encode_record_batch`].
+#[derive(Debug, Clone, Copy)]
+pub enum ColumnRef<'v> {
+    F64(&'v [f64]),
+    F32(&'v [f32]),
+    I64(&'v [i64]),
+    I32(&'v [i32]),
+    U8(&'v [u8]),
+}
+
+impl ColumnRef<'_> {
+    fn parts(&self) -> (&'static CStr, *const c_void, usize) {
+        match self {
+            ColumnRef::F64(v) => (c"g", v.as_ptr() as *const c_void, v.len()),
+            ColumnRef::F32(v) => (c"f", v.as_ptr() as *const c_void, v.len()),
+            ColumnRef::I64(v) => (c"l", v.as_ptr() as *const c_void, v.len()),
+            ColumnRef::I32(v) => (c"i", v.as_ptr() as *const c_void, v.len()),
+            ColumnRef::U8(v) => (c"C", v.as_ptr() as *const c_void, v.len()),
+        }
+    }
+}
+
+unsafe extern "C" fn noop_schema_release(s: *mut sys::ArrowSchema) {
+    // SAFETY: called by hms_arrow_encode's callers only on our own structs (never, in fact: it borrows).
+    unsafe { (*s).release = None };
+}
+unsafe extern "C" fn noop_array_release(a: *mut sys::ArrowArray) {
+    // SAFETY: as above.
+    unsafe { (*a).release = None };
+}
+
+/// Lays out primitive columns of equal length (name, values, optional validity bitmap: bit i set =
+/// row i valid, LSB first) as one record batch (`hms_arrow_encode`: one copy of the data), to send
+/// with content type [`crate::CT_ARROW`]: a Python peer receives a pyarrow.RecordBatch. The result
+/// is 8-byte aligned (a `Vec<u64>`), so [`ArrowData::decode`] reads it directly.
+pub fn encode_record_batch(columns: &[(&str, ColumnRef<'_>, Option<&[u8]>)]) -> Result<(Vec<u64>, usize)> {
+    let n = columns.len();
+    let rows = columns.first().map(|c| c.1.parts().2).unwrap_or(0);
+    let names: Vec<CString> = columns.iter().map(|c| cstring("column name", c.0)).collect::<Result<_>>()?;
+    let mut buffers: Vec<[*const c_void; 2]> = Vec::with_capacity(n);
+    let mut nulls = Vec::with_capacity(n);
+    for (i, (name, col, validity)) in columns.iter().enumerate() {
+        let (_, p, len) = col.parts();
+        if len != rows {
+            return Err(invalid(format!("column {i} ({name:?}) has {len} rows, column 0 has {rows}")));
+        }
+        let mut nc = 0i64;
+        let vp = match validity {
+            Some(v) => {
+                if v.len() < len.div_ceil(8) {
+                    return Err(invalid(format!("column {name:?}: {} validity bytes, {len} rows need {}", v.len(), len.div_ceil(8))));
+                }
+                nc = Validity { bits: Some(v), offset: 0, len }.null_count() as i64;
+                v.as_ptr() as *const c_void
+            }
+            None => ptr::null(),
+        };
+        nulls.push(nc);
+        buffers.push([vp, if len == 0 { ptr::null() } else { p }]);
+    }
+    let mut root_buffers: [*const c_void; 1] = [ptr::null()];
+    // SAFETY: all-zero is a valid value of these plain C structs (NULL pointers, None callbacks).
+    let zs = || -> sys::ArrowSchema { unsafe { MaybeUninit::zeroed().assume_init() } };
+    // SAFETY: as above.
+    let za = || -> sys::ArrowArray { unsafe { MaybeUninit::zeroed().assume_init() } };
+    let mut kid_schemas: Vec<sys::ArrowSchema> = (0..n).map(|_| zs()).collect();
+    let mut kid_arrays: Vec<sys::ArrowArray> = (0..n).map(|_| za()).collect();
+    for i in 0..n {
+        let s = &mut kid_schemas[i];
+        s.format = columns[i].1.parts().0.as_ptr();
+        s.name = names[i].as_ptr();
+        s.flags = sys::ARROW_FLAG_NULLABLE;
+        s.release = Some(noop_schema_release);
+        let a = &mut kid_arrays[i];
+        a.length = rows as i64;
+        a.null_count = nulls[i];
+        a.n_buffers = 2;
+        a.buffers = buffers[i].as_mut_ptr();
+        a.release = Some(noop_array_release);
+    }
+    let mut schema_ptrs: Vec<*mut sys::ArrowSchema> = kid_schemas.iter_mut().map(|s| s as *mut _).collect();
+    let mut array_ptrs: Vec<*mut sys::ArrowArray> = kid_arrays.iter_mut().map(|a| a as *mut _).collect();
+    let mut root_schema = zs();
+    root_schema.format = c"+s".as_ptr();
+    root_schema.n_children = n as i64;
+    root_schema.children = schema_ptrs.as_mut_ptr();
+    root_schema.release = Some(noop_schema_release);
+    let mut root = za();
+    root.length = rows as i64;
+    root.n_buffers = 1;
+    root.buffers = root_buffers.as_mut_ptr();
+    root.n_children = n as i64;
+    root.children = array_ptrs.as_mut_ptr();
+    root.release = Some(noop_array_release);
+    let table: [*const sys::ArrowArray; 1] = [&root];
+    let mut size = 0usize;
+    let mut e = err_buf();
+    // SAFETY: the structs and every buffer they point to are alive for both calls (borrowed only).
+    check(unsafe { sys::hms_arrow_encoded_size(&root_schema, table.as_ptr(), 1, &mut size, &mut e) }, &e)?;
+    let mut out = vec![0u64; size.div_ceil(8).max(1)];
+    let mut written = 0usize;
+    let st = unsafe {
+        // SAFETY: as above; out has room for `size` bytes.
+        sys::hms_arrow_encode(
+            &root_schema,
+            table.as_ptr(),
+            1,
+            sys::HMS_ARROW_KIND_RECORD_BATCH,
+            out.as_mut_ptr() as *mut u8,
+            out.len() * 8,
+            &mut written,
+            &mut e,
+        )
+    };
+    check(st, &e)?;
+    Ok((out, written))
+}
+
+/// The first `len` bytes of an aligned buffer from [`encode_record_batch`].
+pub fn words_as_bytes(words: &[u64], len: usize) -> &[u8] {
+    &bytemuck_bytes(words)[..len]
 }

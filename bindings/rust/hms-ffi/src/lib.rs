@@ -24,6 +24,7 @@
 pub mod cbor;
 mod error;
 mod ffi;
+mod ndarray;
 
 pub use error::{Code, Error, Origin, Result};
 pub use ffi::{
@@ -31,6 +32,8 @@ pub use ffi::{
     Client, ConnectOptions, Message, Node, NodeOptions, Payload, Publisher, PublisherOptions, Service, Stream,
     SubscribeOptions, Subscription,
 };
+pub use ffi::{encode_record_batch, words_as_bytes, ArrowData, ArrowField, ArrowKind, ColumnRef, Primitive, Validity};
+pub use ndarray::{ndarray_f64, NdArray};
 pub use hms_ffi_sys as sys;
 
 /// The ABI version this binding was built against (hms-ffi-sys's declarations).
@@ -43,6 +46,7 @@ pub const CT_CBOR: u32 = sys::HMS_CT_CBOR;
 pub const CT_JSON: u32 = sys::HMS_CT_JSON;
 pub const CT_PROTOBUF: u32 = sys::HMS_CT_PROTOBUF;
 pub const CT_ARROW: u32 = sys::HMS_CT_ARROW;
+pub const CT_NDARRAY: u32 = sys::HMS_CT_NDARRAY;
 
 impl<'n> Client<'n> {
     /// Calls `name` with a CBOR value and decodes the CBOR reply.
