@@ -441,10 +441,13 @@ def client_exe():
     d = tempfile.mkdtemp(prefix="hmsacl-", dir="/tmp")
     os.chmod(d, 0o755)  # the second users run it
     exe = os.path.join(d, "hms_access_test")
-    libdir = _paths.libdir()
+    # The shipped library may sit where the second users cannot read (a 0700 venv or home): run them
+    # against a copy next to the program.
+    shutil.copy2(_paths.libdir() / "libhms_ffi.so", d)
+    os.chmod(os.path.join(d, "libhms_ffi.so"), 0o755)
     subprocess.run([os.environ.get("CC", "cc"), "-std=gnu11", "-O1", f"-I{_paths.includedir()}",
-                    str(ROOT / "tests" / "c" / "hms_access_test.c"), "-o", exe, f"-L{libdir}",
-                    f"-Wl,-rpath,{libdir}", "-lhms_ffi"], check=True, capture_output=True, text=True)
+                    str(ROOT / "tests" / "c" / "hms_access_test.c"), "-o", exe, f"-L{d}",
+                    f"-Wl,-rpath,{d}", "-lhms_ffi"], check=True, capture_output=True, text=True)
     yield exe
     shutil.rmtree(d, ignore_errors=True)
 
