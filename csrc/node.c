@@ -200,6 +200,7 @@ static void hms__conn_drop(hms_node_t *node, size_t idx) {
   }
   epoll_ctl(node->epfd, EPOLL_CTL_DEL, c->sock, NULL);
   if (c->bell >= 0) epoll_ctl(node->epfd, EPOLL_CTL_DEL, c->bell, NULL);
+  if (c->state == HMS__CONN_ACTIVE) hms__stats_conn(c->svc, -1);
   /* Blocks the client held come back; views our handlers kept stay mapped until released. */
   hms__arena_detach(c->arena);
   /* Closing the socket is what tells the client (POLLHUP) that every pending call is lost. */
@@ -225,6 +226,7 @@ HMS_API void hms_node_close(hms_node_t *node) {
     uint32_t nf = atomic_load(&s->nfns);
     for (uint32_t i = 0; i < nf; i++) free(s->fns[i]);
     hms__service_access_free(s);
+    hms__stats_put(s->stats); /* deferred calls still out keep their own reference */
     free(s->tag);
     free(s);
     s = next;
@@ -280,6 +282,7 @@ HMS_API hms_status_t hms_service_add(hms_node_t *node, const char *name, const c
     hms__strlcpy(s->name, name, sizeof s->name);
     hms__strlcpy(s->version, version, sizeof s->version);
     s->semver = sv;
+    hms__stats_create(s); /* metrics: a service without them (no memfd) still serves */
     snprintf(s->meta_path, sizeof s->meta_path, "%s/%s@%s.meta", node->runtime_dir, name, version);
     st = hms__registry_bind(node->runtime_dir, name, version, &s->listen_fd, s->sock_path,
                             sizeof s->sock_path, &s->sock_dev, &s->sock_ino, err);
@@ -298,6 +301,7 @@ HMS_API hms_status_t hms_service_add(hms_node_t *node, const char *name, const c
         hms__registry_unregister(s);
         close(s->listen_fd);
       }
+      hms__stats_put(s->stats);
       free(s->tag);
       free(s);
     }
@@ -346,6 +350,7 @@ HMS_API hms_status_t hms_function_add(hms_service_t *service, const char *name, 
   f->fn = fn;
   f->user_data = user_data;
   service->fns[n] = f;
+  hms__stats_fn_added(service, f);
   atomic_store_explicit(&service->nfns, n + 1, memory_order_release); /* the dispatcher may be reading */
   uint32_t g = atomic_load(&service->acl_gen); /* connections with a bitmap re-evaluate for the new function */
   if (g) atomic_store_explicit(&service->acl_gen, g + 1 ? g + 1 : 1, memory_order_release);
@@ -445,6 +450,7 @@ static void hms__welcome_error(hms__conn_t *c, hms_status_t code, const char *fm
   w.status = code;
   snprintf(w.message, sizeof w.message, fmt, a, b);
   hms__send_fds(c->sock, &w, sizeof w, NULL, 0);
+  hms__stats_handshake_refused(c->svc);
 }
 
 /* Returns false when the connection must be dropped. */
@@ -453,6 +459,11 @@ static bool hms__handshake(hms_node_t *node, hms__conn_t *c) {
   int fds[2], nfds = 0;
   ssize_t n = hms__recv_fds(c->sock, &hello, sizeof hello, fds, 1, &nfds);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+  if (n == (ssize_t)sizeof hello && hello.magic == HMS__STATS_HELLO_MAGIC) { /* a metrics reader (stats.c) */
+    for (int i = 0; i < nfds; i++) close(fds[i]);
+    hms__stats_welcome(c->svc, c->sock);
+    return false; /* one answer, then the connection goes */
+  }
   if (nfds == 1) {
     /* The client's doorbell. It must be an eventfd: anything else (a pipe that blocks, a file we would
      * append to) is refused. */
@@ -589,6 +600,7 @@ static bool hms__handshake(hms_node_t *node, hms__conn_t *c) {
   epoll_ctl(node->epfd, EPOLL_CTL_ADD, bell, &ev);
   c->state = HMS__CONN_ACTIVE;
   svc->active_conns++;
+  hms__stats_conn(c->svc, +1);
   return true;
 }
 
@@ -754,6 +766,7 @@ HMS_API hms_status_t hms_call_send(hms_call_t *call, const char *data, size_t le
   if (hms__cancel_requested(call) || (call->hdr.deadline_ns && hms__now_ns() >= call->hdr.deadline_ns))
     return hms__fail(err, HMS_CANCELLED, 0, "the caller cancelled the stream or went away; stop producing");
   hms_status_t wst = hms__write_response_wait(call, HMS_OK, HMS__FRAME_F_ITEM, content_type, data, len, NULL, 0);
+  if (wst == HMS_OK) call->out_bytes += len;
   if (wst == HMS_RESOURCE_EXHAUSTED)
     return hms__fail(err, HMS_RESOURCE_EXHAUSTED, 0,
                      "no room in the arena for a stream item of %zu bytes: the caller holds too many blocks", len);
@@ -989,6 +1002,7 @@ HMS_API hms_status_t hms_call_reply(hms_call_t *call, const char *data, size_t l
     return hms__fail(err, HMS_INTERNAL, 0, "response ring unexpectedly full");
   }
   call->replied = true;
+  call->out_bytes += len;
   hms__ok(err);
   return HMS_OK;
 }
@@ -1115,6 +1129,7 @@ static bool hms__refuse(hms__conn_t *c, const hms__fn_t *fn, const hms__frame_hd
   }
   hms__write_error(c, hdr, code, msg, NULL, 0, 0);
   hms__audit_call(c, fn, hdr, code, false, 0);
+  hms__stats_refused(svc, hdr->fn_id, hdr->flags, req_len, code);
   return true;
 }
 
@@ -1144,9 +1159,12 @@ static void hms__dispatch_x(hms__conn_t *c, const hms__frame_hdr_t *hdr, const u
                             hms_payload_t *areq) {
   hms_service_t *svc = c->svc;
   char msg[256];
-  if (hdr->deadline_ns != 0 && hms__now_ns() >= hdr->deadline_ns) {
+  uint64_t bytes_in = areq ? areq->len : hdr->payload_len;
+  int64_t t0 = hms__now_ns(); /* metrics: the call's start (and the deadline check's clock) */
+  if (hdr->deadline_ns != 0 && t0 >= hdr->deadline_ns) {
     hms__write_error(c, hdr, HMS_DEADLINE_EXCEEDED, "deadline expired before the server started the call",
                      NULL, 0, 0);
+    hms__stats_refused(svc, hdr->fn_id, hdr->flags, bytes_in, HMS_DEADLINE_EXCEEDED);
     return;
   }
   uint32_t nf = atomic_load_explicit(&svc->nfns, memory_order_acquire);
@@ -1155,6 +1173,7 @@ static void hms__dispatch_x(hms__conn_t *c, const hms__frame_hdr_t *hdr, const u
              "function id %u is not served by %s@%s (it has %u functions); reconnect to refresh the table",
              hdr->fn_id, svc->name, svc->version, nf);
     hms__write_error(c, hdr, HMS_UNIMPLEMENTED, msg, NULL, 0, 0);
+    hms__stats_refused(svc, hdr->fn_id, hdr->flags, bytes_in, HMS_UNIMPLEMENTED);
     return;
   }
   if (HMS__UNLIKELY(hms__refuse(c, svc->fns[hdr->fn_id - 1], hdr, areq ? areq->len : hdr->payload_len))) return;
@@ -1173,18 +1192,24 @@ static void hms__dispatch_x(hms__conn_t *c, const hms__frame_hdr_t *hdr, const u
   call.conn = c;
   call.fn = svc->fns[hdr->fn_id - 1];
   call.hdr = *hdr;
+  call.stats = call.fn->stats;
+  call.t0 = t0;
+  call.out_bytes = 0;
+  call.handed_off = false;
   bool stream = (hdr->flags & HMS__FRAME_F_STREAM) != 0;
   call.consumed = consumed;
   if ((call.fn->flags & HMS_FN_CLIENT_STREAM) && !(hdr->flags & HMS__FRAME_F_CSTREAM)) {
     snprintf(msg, sizeof msg, "%s.%s reads a client stream: open it with HMS_STREAM_CLIENT (client_stream/bidi_stream)",
              svc->name, call.fn->name);
     hms__write_error(c, hdr, HMS_FAILED_PRECONDITION, msg, NULL, 0, 0);
+    hms__stats_refused(svc, hdr->fn_id, hdr->flags, bytes_in, HMS_FAILED_PRECONDITION);
     return;
   }
   if ((call.fn->flags & HMS_FN_STREAM) && !stream && !(hdr->flags & HMS__FRAME_F_ONEWAY)) {
     snprintf(msg, sizeof msg, "%s.%s is a streaming function: open it as a stream (hms_stream_open, client.stream)",
              svc->name, call.fn->name);
     hms__write_error(c, hdr, HMS_FAILED_PRECONDITION, msg, NULL, 0, 0);
+    hms__stats_refused(svc, hdr->fn_id, hdr->flags, bytes_in, HMS_FAILED_PRECONDITION);
     return;
   }
   hms_payload_t req = {.data = payload,
@@ -1194,7 +1219,13 @@ static void hms__dispatch_x(hms__conn_t *c, const hms__frame_hdr_t *hdr, const u
     req.data = areq->data;
     req.len = areq->len;
   }
+  if (call.stats) hms__stats_begin(call.stats, hdr->flags, bytes_in);
+  hms__trace_save_t trace;
+  hms__trace_enter(hdr, &trace);
   hms_status_t rc = call.fn->fn(&call, &req, call.fn->user_data);
+  hms__trace_leave(&trace);
+  /* metrics: what the caller gets (a reply sent by the handler is OK); deferred calls finish later */
+  hms_status_t outcome = call.replied ? HMS_OK : (call.err_code ? call.err_code : rc);
   if (hdr->flags & HMS__FRAME_F_ONEWAY) call.replied = true; /* errors of one-way calls go nowhere */
   if (stream && !call.replied) { /* replied: deferred (hms_call_defer): the deferred call ends it */
     /* End of stream: a final frame with the handler's status (waiting for room, like the items). */
@@ -1237,6 +1268,7 @@ static void hms__dispatch_x(hms__conn_t *c, const hms__frame_hdr_t *hdr, const u
     hms__audit_call(c, call.fn, hdr, code, true, hms__now_ns() - call.audit_t0);
   }
   free(call.err_details);
+  if (call.stats && !call.handed_off) hms__stats_end(call.stats, outcome, call.out_bytes, hms__now_ns() - t0);
 }
 
 static inline bool hms__oversize(const hms__conn_t *c, const hms__frame_hdr_t *h) {
@@ -1316,7 +1348,11 @@ static int hms__dispatch_oneway_batch(hms__conn_t *c, const hms__frame_hdr_t *fi
             HMS__FRAME_F_ONEWAY || hms__oversize(c, &h))
       break;
   }
-  if (n == 0) return consumed;
+  hms__stats_fn_t *stats = c->svc->fns[first->fn_id - 1]->stats; /* fn_id checked by hms__batch_fn_for */
+  if (n == 0) {
+    if (stats) hms__stats_oneway_run(stats, 0, (uint64_t)consumed, 0, 0); /* all expired */
+    return consumed;
+  }
   node->batch_offsets[n] = (uint32_t)used;
   for (size_t i = 0; i < n; i++) {
     node->batch_items[i].data = node->batch_data + node->batch_offsets[i];
@@ -1331,6 +1367,7 @@ static int hms__dispatch_oneway_batch(hms__conn_t *c, const hms__frame_hdr_t *fi
                    .peer_pid = c->pid,
                    .peer_uid = c->uid,
                    .peer_gid = c->gid};
+  int64_t st0 = stats ? hms__now_ns() : 0;
   const hms__fn_t *afn = c->svc->fns[first->fn_id - 1];
   int64_t t0 = hms__audit_start(c, afn);
   fn(&b, ud);
@@ -1338,6 +1375,7 @@ static int hms__dispatch_oneway_batch(hms__conn_t *c, const hms__frame_hdr_t *fi
     int64_t dur = hms__now_ns() - t0;
     for (size_t i = 0; i < n; i++) hms__audit_call(c, afn, NULL, HMS_OK, true, dur);
   }
+  if (stats) hms__stats_oneway_run(stats, n, (uint64_t)consumed - n, used, hms__now_ns() - st0);
   return consumed;
 }
 
@@ -1424,6 +1462,7 @@ static int hms__drain(hms__conn_t *c) {
       if (hms__conn_cancelled(c, hdr.call_id) ||
           (atomic_load_explicit(&c->req.ctl->cancels, memory_order_acquire) != c->ncancelled &&
            hms__ring_scan_ahead(&c->req, &scan, hms__is_cancel_for, &hdr.call_id, 4096))) {
+        hms__stats_cancel_skipped(c->svc, hdr.fn_id);
         hms__drop_payload(c, &hdr, payload);
         HMS__RELEASE_FRAME();
         continue;
@@ -1700,6 +1739,7 @@ HMS_API void hms_node_stop(hms_node_t *node) {
 /* ------------------------------------------------------------------ deferred replies */
 struct hms_deferred_s {
   hms_call_t call; /* a copy: conn (referenced), function, header */
+  hms__stats_t *stats_ref; /* keeps call.stats mapped until the reply (the node may close first) */
 };
 
 HMS_API hms_status_t hms_call_defer(hms_call_t *call, hms_deferred_t **out, hms_error_t *err) {
@@ -1716,6 +1756,12 @@ HMS_API hms_status_t hms_call_defer(hms_call_t *call, hms_deferred_t **out, hms_
   hms__conn_t *c = call->conn;
   atomic_fetch_add(&c->refs, 1);
   atomic_fetch_add_explicit(&c->deferred_out, 1, memory_order_acq_rel);
+  if (call->stats) {
+    hms__stat_inc(&call->stats->deferred, 1);
+    d->stats_ref = c->svc->stats;
+    hms__stats_get(d->stats_ref);
+  }
+  call->handed_off = true; /* the deferred copy records the call's end */
   d->call = *call;
   d->call.arena_req = NULL; /* the request is not kept (the dispatcher releases it) */
   d->call.deferred = true;
@@ -1736,6 +1782,13 @@ static void hms__audit_deferred(hms_deferred_t *d, int32_t status) {
   hms__conn_t *c = d->call.conn;
   if (d->call.audit_t0 && !atomic_load(&c->gone))
     hms__audit_call(c, d->call.fn, &d->call.hdr, status, true, hms__now_ns() - d->call.audit_t0);
+}
+
+/* metrics: a deferred call ends (any thread) */
+static void hms__deferred_stats(hms_deferred_t *d, hms_status_t status) {
+  if (!d->call.stats) return;
+  hms__stats_deferred_done(d->call.stats, status, d->call.out_bytes, hms__now_ns() - d->call.t0);
+  hms__stats_put(d->stats_ref);
 }
 
 static void hms__deferred_free(hms_deferred_t *d) {
@@ -1780,6 +1833,8 @@ HMS_API hms_status_t hms_deferred_reply(hms_deferred_t *deferred, const char *da
     }
   }
   hms__audit_deferred(deferred, st);
+  if (st == HMS_OK) call->out_bytes += len;
+  hms__deferred_stats(deferred, st);
   hms__deferred_free(deferred);
   if (st == HMS_OK) hms__ok(err);
   return st;
@@ -1808,6 +1863,7 @@ HMS_API hms_status_t hms_deferred_send(hms_deferred_t *deferred, const char *dat
     if (hms__write_response_wait(call, HMS_OK, HMS__FRAME_F_ITEM, content_type, data, len, NULL, 0) != HMS_OK)
       return hms__fail(err, HMS_CANCELLED, 0, "the caller cancelled, went away or passed its deadline");
     *sent = 1;
+    call->out_bytes += len;
     hms__ok(err);
     return HMS_OK;
   }
@@ -1818,6 +1874,7 @@ HMS_API hms_status_t hms_deferred_send(hms_deferred_t *deferred, const char *dat
   if (rc == HMS__RING_OK) {
     hms__fill_response(c, f, &call->hdr, HMS_OK, HMS__FRAME_F_ITEM, content_type, data, len, NULL, 0);
     *sent = 1;
+    call->out_bytes += len;
   }
   pthread_mutex_unlock(&c->resp_lock);
   if (rc == HMS__RING_CORRUPT)
@@ -1850,6 +1907,7 @@ HMS_API void hms_deferred_fail(hms_deferred_t *deferred, hms_status_t code, cons
     }
   }
   hms__audit_deferred(deferred, code == HMS_OK ? HMS_UNKNOWN : code);
+  hms__deferred_stats(deferred, code == HMS_OK ? HMS_UNKNOWN : code);
   hms__deferred_free(deferred);
 }
 
@@ -1897,6 +1955,7 @@ HMS_API hms_status_t hms_call_reply_block(hms_call_t *call, hms_block_t *block, 
   if (!ok) return hms__fail(err, stream ? HMS_CANCELLED : HMS_INTERNAL, 0,
                             stream ? "the caller cancelled the stream or went away" : "response ring unexpectedly full");
   if (!stream) call->replied = true;
+  call->out_bytes += len;
   hms__ok(err);
   return HMS_OK;
 }

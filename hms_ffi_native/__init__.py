@@ -26,6 +26,10 @@ from ._schema import OneOf, Optional, Strict  # CBOR request schemas: Service.fu
 from ._topic import Event, EventMetadata, Message, Publisher, Subscription
 from ._remote import (RemoteClient, RemotePublisher, RemoteStream, RemoteSubscription, list_remote_services,
                       publisher_remote, subscribe_remote)
+from ._stats import StatsView, prometheus_text, stats
+from ._tracing import TraceContextFilter, current_trace
+from ._tracing import disable as disable_tracing
+from ._tracing import enable as enable_tracing
 from ._native import ffi as _ffi
 from ._native import lib as _lib
 
@@ -42,4 +46,6 @@ __all__ = [
     "publisher_remote", "list_remote_services", "RetryPolicy", "CircuitBreaker", "ResilientClient",
     "OneOf", "Optional", "Strict",
     "Policy", "load_policy",
+    "stats", "StatsView", "prometheus_text", "TraceContextFilter", "current_trace", "enable_tracing",
+    "disable_tracing",
 ]

@@ -31,7 +31,9 @@ from ._errors import (FailedPrecondition, FFIError, InvalidArgument, NotFound, R
 from ._native import ffi, lib
 from . import _ndarray
 from . import _policy
+from . import _tracing
 from ._ndarray import CT_NDARRAY, ZERO_COPY_DECODERS, ReceivedPayload
+from ._tracing import report as _report  # stderr, or log records with trace ids (docs/operations.md)
 
 __all__ = ["Node", "Service", "Client", "CallContext", "ServiceInfo", "connect", "list_services",
            "default_runtime_dir"]
@@ -308,8 +310,7 @@ def _hms_py_handler(call, req, user_data):
     except BaseException as e:  # a handler bug must become an error reply, never a dead dispatcher
         node = entry.service.node
         if node.log_handler_errors:
-            sys.stderr.write(f"hms_ffi_native: handler {entry.service.name}.{entry.name} raised:\n")
-            traceback.print_exc()
+            _report(node.log_handler_errors, f"hms_ffi_native: handler {entry.service.name}.{entry.name} raised:", True)
         return _set_error(call, error_for(2, f"{type(e).__name__}: {e}"))
 
 
@@ -408,15 +409,15 @@ def _hms_py_batch_handler(batch, user_data):
                     items.append(data if ict == CT_RAW else decode(ict, data))
                 except FFIError as e:  # one bad item must not cost the others (one-way: nobody to tell)
                     if node.log_handler_errors:
-                        sys.stderr.write(f"hms_ffi_native: {entry.service.name}.{entry.name}: dropped a one-way "
-                                         f"item that does not decode: {e}\n")
+                        _report(node.log_handler_errors, f"hms_ffi_native: {entry.service.name}.{entry.name}: "
+                                f"dropped a one-way item that does not decode: {e}", None)
         entry.fn(items)
     except (KeyboardInterrupt, SystemExit) as e:
         node._interrupt(e)
     except BaseException:  # one-way calls have no caller to tell: log, keep serving
         if node.log_handler_errors:
-            sys.stderr.write(f"hms_ffi_native: batch handler {entry.service.name}.{entry.name} raised:\n")
-            traceback.print_exc()
+            _report(node.log_handler_errors, f"hms_ffi_native: batch handler {entry.service.name}.{entry.name} raised:",
+                    True)
 
 
 class _Incoming:
@@ -615,6 +616,13 @@ class Service:
     def functions(self) -> List[str]:
         return list(self._functions)
 
+    def stats(self) -> Dict[str, Any]:
+        """This service's counters: calls, errors by status, latency histogram per function (see
+        hms_ffi_native._stats for the dict)."""
+        from ._stats import service_stats
+
+        return service_stats(self)
+
     def __repr__(self) -> str:
         return f"<Service {self.name}@{self.version} functions={self.functions}>"
 
@@ -692,6 +700,7 @@ class Node:
         self._poll_served = ffi.new("uint32_t *")
         self._poll_again = ffi.new("int *")
         self._poll_err = ffi.new("hms_error_t *")
+        _tracing.refresh()  # spans when OpenTelemetry is set up (imports nothing otherwise)
 
     # -- lifecycle
     def _check_open(self) -> None:
@@ -897,8 +906,8 @@ class Node:
                 return
             except BaseException as e:  # a handler bug becomes an error reply
                 if self.log_handler_errors:
-                    sys.stderr.write(f"hms_ffi_native: async handler {entry.service.name}.{entry.name} raised:\n")
-                    traceback.print_exception(e)
+                    _report(self.log_handler_errors,
+                            f"hms_ffi_native: async handler {entry.service.name}.{entry.name} raised:", e)
                 lib.hms_deferred_fail(d, 2, f"{type(e).__name__}: {e}".encode("utf-8", "replace")[:255], ffi.NULL, 0, 0)
                 return
             lib.hms_deferred_reply(d, out, len(out), out_ct, err)
@@ -1294,6 +1303,7 @@ class Client:
         self._async: Optional[_AsyncState] = None
         self._async_lock = threading.Lock()
         self._spin_ns = 50_000 if spin_ns < 0 else spin_ns
+        _tracing.refresh()
 
     # -- helpers shared by the call patterns
     def _prepare(self, function: str, payload: Any, codec: Optional[str]):

@@ -409,6 +409,54 @@ hms_status_t hms_arrow_encoded_size(const struct ArrowSchema *schema, const stru
 hms_status_t hms_arrow_encode(const struct ArrowSchema *schema, const struct ArrowArray *const *arrays, size_t n_arrays, uint32_t kind, uint8_t *dst, size_t cap, size_t *written, hms_error_t *err);
 hms_status_t hms_arrow_peek(const uint8_t *src, size_t len, uint32_t *kind, size_t *n_arrays, hms_error_t *err);
 hms_status_t hms_arrow_decode(const uint8_t *src, size_t len, void(*on_release)(void *ctx), void *ctx, struct ArrowSchema *out_schema, struct ArrowArray *out_arrays, size_t max_arrays, size_t *n_arrays, hms_error_t *err);
+typedef struct hms_function_stats_s {
+  char name[127 + 1];
+  uint32_t id;
+  uint32_t flags;
+  uint64_t calls;
+  uint64_t completed;
+  uint64_t errors;
+  uint64_t in_flight;
+  uint64_t oneway;
+  uint64_t streams;
+  uint64_t cancels;
+  uint64_t deferred;
+  uint64_t bytes_in;
+  uint64_t bytes_out;
+  uint64_t status[17];
+  uint64_t latency_sum_ns;
+  uint64_t latency_max_ns;
+  uint64_t latency_buckets[48];
+  uint64_t reserved[4];
+} hms_function_stats_t;
+typedef struct hms_service_stats_s {
+  uint32_t version;
+  uint32_t function_count;
+  char service[127 + 1];
+  char service_version[63 + 1];
+  char node[127 + 1];
+  int32_t pid;
+  int32_t alive;
+  int64_t uptime_ns;
+  uint64_t connections;
+  uint64_t connections_total;
+  uint64_t handshakes_refused;
+  uint64_t unknown_function_calls;
+  uint64_t stats_reads;
+  hms_function_stats_t *functions;
+  void(*release)(struct hms_service_stats_s *stats);
+  void *private_data;
+  uint64_t reserved[8];
+} hms_service_stats_t;
+void hms_service_stats_init(hms_service_stats_t *stats);
+hms_status_t hms_service_stats(hms_service_t *service, hms_service_stats_t *stats, hms_error_t *err);
+typedef struct hms_stats_s hms_stats_t;
+hms_status_t hms_stats_open(hms_node_t *node, const char *service, const char *version_req, int64_t timeout_ns, hms_stats_t **out, hms_error_t *err);
+hms_status_t hms_stats_snapshot(hms_stats_t *stats_view, hms_service_stats_t *stats, hms_error_t *err);
+void hms_stats_close(hms_stats_t *stats_view);
+void hms_thread_trace(uint8_t trace_id[16], uint8_t span_id[8], uint8_t *flags);
+size_t hms_sizeof_service_stats(void);
+size_t hms_sizeof_function_stats(void);
 /* the header's integer #defines, evaluated by the preprocessor */
 enum {
   HMS_FFI_VERSION_MAJOR = 0,
@@ -443,5 +491,8 @@ enum {
   HMS_ARROW_ALIGNMENT = 64,
   HMS_ARROW_MAX_DEPTH = 64,
   HMS_ARROW_MAX_NODES = 1048576,
-  HMS_ARROW_MAX_FORMAT = 4096
+  HMS_ARROW_MAX_FORMAT = 4096,
+  HMS_STATS_VERSION = 1,
+  HMS_STATS_LATENCY_BUCKETS = 48,
+  HMS_STATS_STATUS_CODES = 17
 };

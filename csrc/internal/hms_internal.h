@@ -305,6 +305,7 @@ typedef struct {
   _Atomic(hms_batch_handler_fn) batch_fn; /* set with hms_function_set_batch_handler */
   void *batch_user_data;                  /* written before batch_fn is published */
   _Atomic(struct hms__access_rule_s *) access; /* access.c; NULL = everybody, node's audit level */
+  struct hms__stats_fn_s *stats;          /* this function's counters in the service's stats block, or NULL */
 } hms__fn_t;
 
 struct hms_service_s {
@@ -327,6 +328,7 @@ struct hms_service_s {
   _Atomic uint64_t max_ring_bytes, arena_quota, max_message;
   uint32_t active_conns;                   /* serving thread only */
   int64_t group_gid;                       /* hms_service_open_to_group(), -1 = owner only */
+  struct hms__stats_s *stats; /* the counters block (stats.c), NULL when none could be created */
 };
 
 typedef struct hms__ep_tag_s {
@@ -351,6 +353,11 @@ struct hms_call_s {
   hms_payload_t *arena_req; /* the request when it arrived in the arena (released after the handler
                                unless hms_call_take_request() took it); NULL otherwise */
   int64_t audit_t0;         /* != 0: record the call (audit level ALL) when answered; its start time */
+  /* metrics (stats.c) */
+  struct hms__stats_fn_s *stats; /* the function's counters, NULL when none */
+  int64_t t0;                    /* CLOCK_MONOTONIC when the dispatcher took the request */
+  uint64_t out_bytes;            /* reply / stream item payload bytes sent so far */
+  bool handed_off;               /* hms_call_defer() took this call: its deferred copy finishes the stats */
 };
 
 struct hms_node_s {
@@ -411,12 +418,142 @@ void hms__audit_record(hms__audit_t *a, const char *service, const char *functio
                        uint32_t gid, int32_t status, bool allow, int64_t duration_ns, uint64_t call_id,
                        const uint8_t *trace_id);
 void hms__audit_close(hms__audit_t *a); /* writes what is queued, stops the writer, frees */
+/* ---------------------------------------------------------------- metrics (stats.c)
+ * One sealed memfd per service: [header page][HMS_MAX_FUNCTIONS entries]. Pages of entries no
+ * function uses are never touched, so they cost no memory. The serving process maps it read-write;
+ * the fd it hands to readers (stats handshake) is sealed F_SEAL_FUTURE_WRITE, so they can only map it
+ * read-only. Readers copy every value out with relaxed loads and validate it. */
+#define HMS__STATS_MAGIC 0x3154415453534d48ull         /* "HMSSTAT1" */
+#define HMS__STATS_HELLO_MAGIC 0x314c4854534d5453ull   /* reader -> server: an hms__hello_t with this magic */
+#define HMS__STATS_WELCOME_MAGIC 0x31575453534d5453ull /* server -> reader, with the memfd */
+#define HMS__STATS_LAYOUT 1
+#define HMS__STATS_HEADER_BYTES 4096
+
+/* Completion counters. done[0] of an entry is written by the serving thread only (load + store);
+ * done[1] by threads finishing deferred calls (relaxed fetch_add; max via CAS). */
+typedef struct {
+  _Alignas(HMS__CACHELINE) _Atomic uint64_t status[HMS_STATS_STATUS_CODES];
+  _Atomic uint64_t bytes_out;
+  _Atomic uint64_t latency_sum_ns;
+  _Atomic uint64_t latency_max_ns;
+  _Atomic uint64_t buckets[HMS_STATS_LATENCY_BUCKETS];
+} hms__stats_done_t;
+
+typedef struct hms__stats_fn_s {
+  char name[HMS_NAME_MAX + 1]; /* written once, before the header's nfns covers this entry */
+  uint32_t id;
+  uint32_t flags;
+  /* serving thread only */
+  _Atomic uint64_t calls, oneway, streams, cancels, deferred, bytes_in;
+  hms__stats_done_t done[2];
+} hms__stats_fn_t;
+
+typedef struct {
+  uint64_t magic;          /* HMS__STATS_MAGIC */
+  uint32_t layout;         /* HMS__STATS_LAYOUT */
+  uint32_t header_bytes;   /* HMS__STATS_HEADER_BYTES */
+  uint32_t fn_capacity;    /* HMS_MAX_FUNCTIONS */
+  uint32_t fn_entry_bytes; /* sizeof(hms__stats_fn_t) */
+  uint64_t total_bytes;    /* header_bytes + fn_capacity * fn_entry_bytes == memfd size */
+  int32_t pid;
+  uint32_t reserved;
+  uint64_t proc_starttime; /* of pid (tells a reused pid apart) */
+  int64_t created_ns;      /* CLOCK_MONOTONIC */
+  char service[HMS_NAME_MAX + 1];
+  char version[HMS_VERSION_MAX + 1];
+  char node[HMS_NAME_MAX + 1];
+  /* serving thread only, except nfns (hms_function_add, under the node lock) */
+  _Alignas(HMS__CACHELINE) _Atomic uint32_t nfns; /* entries in use (release store after the entry) */
+  _Atomic uint64_t connections, connections_total, handshakes_refused, unknown_function, stats_reads;
+} hms__stats_hdr_t;
+_Static_assert(sizeof(hms__stats_hdr_t) <= HMS__STATS_HEADER_BYTES, "stats header fits its page");
+
+typedef struct {
+  uint64_t magic; /* HMS__STATS_WELCOME_MAGIC */
+  uint32_t abi;
+  uint32_t proto;
+  int32_t status;
+  uint32_t reserved;
+  uint64_t total_bytes;
+  char message[256];
+} hms__stats_welcome_t;
+
+typedef struct hms__stats_s hms__stats_t;
+void hms__stats_create(hms_service_t *svc);            /* sets svc->stats (NULL when it cannot) */
+void hms__stats_put(hms__stats_t *st);                 /* drops a reference (the service's, a deferred call's) */
+void hms__stats_get(hms__stats_t *st);
+void hms__stats_fn_added(hms_service_t *svc, hms__fn_t *f); /* under the node lock, before nfns is published */
+void hms__stats_welcome(hms_service_t *svc, int sock);  /* answers a stats hello */
+/* A request that never reached a handler: an unknown function id, or refused before it ran. */
+void hms__stats_refused(hms_service_t *svc, uint32_t fn_id, uint32_t frame_flags, uint64_t bytes_in,
+                        hms_status_t status);
+void hms__stats_cancel_skipped(hms_service_t *svc, uint32_t fn_id);
+void hms__stats_oneway_run(hms__stats_fn_t *s, uint64_t count, uint64_t dropped, uint64_t bytes_in, int64_t ns);
+void hms__stats_deferred_done(hms__stats_fn_t *s, hms_status_t status, uint64_t bytes_out, int64_t ns);
+void hms__stats_conn(hms_service_t *svc, int delta); /* +1 handshake done, -1 active connection dropped */
+void hms__stats_handshake_refused(hms_service_t *svc);
+
+/* Serving thread only: its own counters, so a load and a store (no lock, no read-modify-write). */
+static inline void hms__stat_inc(_Atomic uint64_t *p, uint64_t v) {
+  atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) + v, memory_order_relaxed);
+}
+static inline unsigned hms__stats_bucket(uint64_t ns) {
+  unsigned b = ns < 2 ? 0 : 63u - (unsigned)__builtin_clzll(ns);
+  return b < HMS_STATS_LATENCY_BUCKETS ? b : HMS_STATS_LATENCY_BUCKETS - 1;
+}
+static inline unsigned hms__stats_status_index(hms_status_t st) {
+  return st >= 0 && st < HMS_STATS_STATUS_CODES ? (unsigned)st : (unsigned)HMS_UNKNOWN;
+}
+/* The dispatcher starts a call (serving thread). */
+static inline void hms__stats_begin(hms__stats_fn_t *s, uint32_t frame_flags, uint64_t bytes_in) {
+  hms__stat_inc(&s->calls, 1);
+  hms__stat_inc(&s->bytes_in, bytes_in);
+  if (frame_flags & HMS__FRAME_F_ONEWAY) hms__stat_inc(&s->oneway, 1);
+  if (frame_flags & (HMS__FRAME_F_STREAM | HMS__FRAME_F_CSTREAM)) hms__stat_inc(&s->streams, 1);
+}
+/* The dispatcher finishes a call (serving thread). */
+static inline void hms__stats_end(hms__stats_fn_t *s, hms_status_t status, uint64_t bytes_out, int64_t ns) {
+  hms__stats_done_t *d = &s->done[0];
+  uint64_t u = ns > 0 ? (uint64_t)ns : 0;
+  hms__stat_inc(&d->status[hms__stats_status_index(status)], 1);
+  if (bytes_out) hms__stat_inc(&d->bytes_out, bytes_out);
+  hms__stat_inc(&d->latency_sum_ns, u);
+  if (u > atomic_load_explicit(&d->latency_max_ns, memory_order_relaxed))
+    atomic_store_explicit(&d->latency_max_ns, u, memory_order_relaxed);
+  hms__stat_inc(&d->buckets[hms__stats_bucket(u)], 1);
+}
 
 /* ---------------------------------------------------------------- misc */
 size_t hms__strlcpy(char *dst, const char *src, size_t cap);
 extern __thread uint8_t hms__tls_trace_id[16];
 extern __thread uint8_t hms__tls_span_id[8];
 extern __thread uint8_t hms__tls_trace_flags;
+
+/* While a handler runs on the serving thread, calls it makes carry its caller's trace context; the
+ * thread's own context comes back afterwards. Untraced calls (all-zero trace id) cost two loads. */
+typedef struct {
+  uint8_t id[16], span[8], flags;
+  bool set;
+} hms__trace_save_t;
+static inline void hms__trace_enter(const hms__frame_hdr_t *h, hms__trace_save_t *s) {
+  uint64_t a, b;
+  memcpy(&a, h->trace_id, 8);
+  memcpy(&b, h->trace_id + 8, 8);
+  s->set = (a | b) != 0;
+  if (HMS__LIKELY(!s->set)) return;
+  memcpy(s->id, hms__tls_trace_id, 16);
+  memcpy(s->span, hms__tls_span_id, 8);
+  s->flags = hms__tls_trace_flags;
+  memcpy(hms__tls_trace_id, h->trace_id, 16);
+  memcpy(hms__tls_span_id, h->span_id, 8);
+  hms__tls_trace_flags = (h->flags & HMS__FRAME_F_TRACE_SAMPLED) ? 1 : 0;
+}
+static inline void hms__trace_leave(const hms__trace_save_t *s) {
+  if (HMS__LIKELY(!s->set)) return;
+  memcpy(hms__tls_trace_id, s->id, 16);
+  memcpy(hms__tls_span_id, s->span, 8);
+  hms__tls_trace_flags = s->flags;
+}
 
 /* ================================================================ topics (topic.c) — publish/subscribe
  * Shared-memory layouts of a topic's broadcast ring and of the per-subscriber page, the handshake

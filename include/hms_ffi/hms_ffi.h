@@ -1168,6 +1168,122 @@ HMS_API hms_status_t hms_arrow_decode(const uint8_t *src, size_t len, void (*on_
                                       struct ArrowSchema *out_schema, struct ArrowArray *out_arrays,
                                       size_t max_arrays, size_t *n_arrays, hms_error_t *err);
 
+/* ----------------------------------------------------------------------------------------------
+ * Metrics and tracing
+ * -------------------------------------------------------------------------------------------- */
+/// Every service keeps per-function counters and a latency histogram in a shared-memory block of
+/// its own (a sealed memfd). The serving thread updates them as it dispatches — plain stores, no
+/// lock, no atomic read-modify-write (it is their only writer); replies finished on other threads
+/// (hms_deferred_*) use relaxed atomic adds on a second set that readers add in. Two CLOCK_MONOTONIC
+/// reads (vDSO) per call are the whole cost.
+///
+/// Another process reads them without disturbing the server: hms_stats_open() connects to the
+/// service's socket with a "stats" handshake and receives the block sealed read-only
+/// (F_SEAL_FUTURE_WRITE): the reader can map it only for reading, and nothing is ever written to the
+/// file system. Every snapshot copies the counters out and validates them (a reader treats the
+/// mapping as hostile input). `hms-ffi stats` / `hms-ffi top` / `hms-ffi ls` use this.
+///
+/// What is counted, per function:
+///   calls      requests the dispatcher started (one-way and streams included; requests cancelled
+///              before they started are counted in `cancels` instead)
+///   status[c]  calls that finished with status c (HMS_OK .. HMS_UNAUTHENTICATED; a handler's status
+///              outside that range counts as HMS_UNKNOWN). A call refused before its handler ran
+///              (deadline already passed, wrong stream kind) finishes with the refusal's status.
+///   latency    from the dispatcher taking the request to the reply (or a stream's end) being
+///              written, in ns: sum, max and log2 buckets. A run of one-way calls handed to a batch
+///              handler counts each call with the run's time divided by its length.
+/// One-way calls finish with their handler's status (nobody receives it).
+#define HMS_STATS_VERSION 1
+#define HMS_STATS_LATENCY_BUCKETS 48 ///< bucket i: latencies in [2^i, 2^(i+1)) ns (bucket 0 also 0 ns; the last also above)
+#define HMS_STATS_STATUS_CODES 17    ///< status[] has one counter per code HMS_OK .. HMS_UNAUTHENTICATED
+
+/// Counters of one function, copied out of the shared block (a snapshot: never updated afterwards).
+typedef struct hms_function_stats_s {
+  char name[HMS_NAME_MAX + 1];
+  uint32_t id;                    ///< function id (from 1)
+  uint32_t flags;                 ///< HMS_FN_*
+  uint64_t calls;                 ///< requests started (see above)
+  uint64_t completed;             ///< sum of status[]
+  uint64_t errors;                ///< completed with a status other than HMS_OK
+  uint64_t in_flight;             ///< calls - completed: running handlers and deferred replies not sent yet
+  uint64_t oneway;                ///< one-way calls among `calls`
+  uint64_t streams;               ///< stream calls (server, client or bidirectional) among `calls`
+  uint64_t cancels;               ///< requests skipped because the caller cancelled them before they started
+  uint64_t deferred;              ///< calls whose reply was deferred (hms_call_defer)
+  uint64_t bytes_in;              ///< request payload bytes of `calls`
+  uint64_t bytes_out;             ///< reply and stream item payload bytes sent
+  uint64_t status[HMS_STATS_STATUS_CODES];
+  uint64_t latency_sum_ns;
+  uint64_t latency_max_ns;
+  uint64_t latency_buckets[HMS_STATS_LATENCY_BUCKETS];
+  uint64_t reserved[4];
+} hms_function_stats_t;
+
+/// A snapshot of one service's counters. Fill `version` with hms_service_stats_init() first.
+/// Ownership: a filled snapshot owns `functions`; release it with `release(stats)` exactly once
+/// (sets release = NULL). Thread-safety: a snapshot is plain data; any thread may read and release it.
+typedef struct hms_service_stats_s {
+  uint32_t version;               ///< HMS_STATS_VERSION
+  uint32_t function_count;        ///< entries in `functions`
+  char service[HMS_NAME_MAX + 1];
+  char service_version[HMS_VERSION_MAX + 1];
+  char node[HMS_NAME_MAX + 1];    ///< the serving node's name
+  int32_t pid;                    ///< the serving process
+  int32_t alive;                  ///< 1 while that process lives (checked at the snapshot), else 0
+  int64_t uptime_ns;              ///< since the service was added
+  uint64_t connections;           ///< clients connected now
+  uint64_t connections_total;     ///< clients that ever completed the handshake
+  uint64_t handshakes_refused;    ///< connections refused at the handshake (ABI, name, ring size, resources)
+  uint64_t unknown_function_calls;///< requests naming a function id the service does not have
+  uint64_t stats_reads;           ///< stats handshakes served (hms_stats_open from any process)
+  hms_function_stats_t *functions;
+  void (*release)(struct hms_service_stats_s *stats);
+  void *private_data;
+  uint64_t reserved[8];
+} hms_service_stats_t;
+
+/// Zeroes `stats` and sets its version. Thread-safety: any thread.
+HMS_API void hms_service_stats_init(hms_service_stats_t *stats);
+
+/// Snapshot of a service this process serves. Thread-safety: any thread, also while the node serves.
+/// Returns: HMS_INVALID_ARGUMENT for NULLs or a version hms_service_stats_init() did not set;
+/// HMS_UNAVAILABLE when the service has no stats block (the kernel refused a memfd when it was added).
+HMS_API hms_status_t hms_service_stats(hms_service_t *service, hms_service_stats_t *stats, hms_error_t *err);
+
+/// A read-only view of another process's service counters.
+/// Ownership: the caller's, closed with hms_stats_close(). Thread-safety: snapshots may be taken
+/// from any number of threads at once. It stays valid when the service goes away (the last
+/// counters remain readable; snapshots report alive == 0).
+typedef struct hms_stats_s hms_stats_t;
+
+/// Opens the counters of the newest live service named `service` whose version satisfies
+/// `version_req` (NULL = "*"), in `node`'s runtime directory (`node` NULL = the default directory).
+/// The serving thread answers the stats handshake between calls (while it runs a long plain handler,
+/// the handshake waits for it, up to `timeout_ns`; < 0 = 5 s).
+/// Returns: HMS_NOT_FOUND when no live service matches; HMS_UNAVAILABLE when it closed the
+/// connection (a server that predates stats, or one without a stats block); HMS_DEADLINE_EXCEEDED;
+/// HMS_DATA_LOSS when what it sent is not a sealed, read-only, well-formed stats block.
+HMS_API hms_status_t hms_stats_open(hms_node_t *node, const char *service, const char *version_req,
+                                    int64_t timeout_ns, hms_stats_t **out, hms_error_t *err);
+
+/// Copies the current counters into `stats` (initialized with hms_service_stats_init()).
+/// Returns: HMS_DATA_LOSS when the block no longer validates (nothing is filled).
+HMS_API hms_status_t hms_stats_snapshot(hms_stats_t *stats_view, hms_service_stats_t *stats, hms_error_t *err);
+
+/// Closes the view. NULL is a no-op.
+HMS_API void hms_stats_close(hms_stats_t *stats_view);
+
+/// Tracing. Every request frame carries the W3C trace context (16-byte trace id, 8-byte parent span
+/// id, sampled flag) of the thread that sends it, set with hms_set_thread_trace(). While a handler
+/// runs, the serving thread's context is the caller's (so calls a handler makes carry the caller's
+/// trace on, even from languages without a tracer); it is restored when the handler returns. A
+/// tracer (the Python package with OpenTelemetry) replaces it with its server span's context.
+/// Copies the calling thread's trace context (all zero = none). Any argument may be NULL.
+HMS_API void hms_thread_trace(uint8_t trace_id[16], uint8_t span_id[8], uint8_t *flags);
+
+HMS_API size_t hms_sizeof_service_stats(void);
+HMS_API size_t hms_sizeof_function_stats(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -81,7 +81,8 @@ opaque!(
     hms_deferred_t,
     hms_stream_t,
     hms_publisher_t,
-    hms_subscription_t
+    hms_subscription_t,
+    hms_stats_t
 );
 
 c_consts! {
@@ -194,6 +195,9 @@ c_consts! {
     HMS_ARROW_KIND_CHUNKED_ARRAY: u32 = 2;
     HMS_ARROW_KIND_RECORD_BATCH: u32 = 3;
     HMS_ARROW_KIND_TABLE: u32 = 4;
+    HMS_STATS_VERSION: u32 = 1;
+    HMS_STATS_LATENCY_BUCKETS: u32 = 48;
+    HMS_STATS_STATUS_CODES: u32 = 17;
 }
 
 c_structs! {
@@ -447,6 +451,49 @@ c_structs! {
         pub publisher_pid: i32,
         pub reserved: u32,
     }
+
+    /// Counters of one function (a snapshot; see "Metrics and tracing" in the header).
+    pub struct hms_function_stats_t {
+        pub name: [c_char; 128],
+        pub id: u32,
+        pub flags: u32,
+        pub calls: u64,
+        pub completed: u64,
+        pub errors: u64,
+        pub in_flight: u64,
+        pub oneway: u64,
+        pub streams: u64,
+        pub cancels: u64,
+        pub deferred: u64,
+        pub bytes_in: u64,
+        pub bytes_out: u64,
+        pub status: [u64; 17],
+        pub latency_sum_ns: u64,
+        pub latency_max_ns: u64,
+        pub latency_buckets: [u64; 48],
+        pub reserved: [u64; 4],
+    }
+
+    /// A service's counters; fill with hms_service_stats_init() first, release with `release(stats)`.
+    pub struct hms_service_stats_t {
+        pub version: u32,
+        pub function_count: u32,
+        pub service: [c_char; 128],
+        pub service_version: [c_char; 64],
+        pub node: [c_char; 128],
+        pub pid: i32,
+        pub alive: i32,
+        pub uptime_ns: i64,
+        pub connections: u64,
+        pub connections_total: u64,
+        pub handshakes_refused: u64,
+        pub unknown_function_calls: u64,
+        pub stats_reads: u64,
+        pub functions: *mut hms_function_stats_t,
+        pub release: Option<unsafe extern "C" fn(stats: *mut hms_service_stats_t)>,
+        pub private_data: *mut c_void,
+        pub reserved: [u64; 8],
+    }
 }
 
 // BEGIN FUNCTIONS (checked by tests/header.rs: `pub fn NAME(ARG: TYPE, ...) -> TYPE;`)
@@ -579,6 +626,14 @@ extern "C" {
     pub fn hms_arrow_encoded_size(schema: *const ArrowSchema, arrays: *const *const ArrowArray, n_arrays: usize, out_size: *mut usize, err: *mut hms_error_t) -> hms_status_t;
     pub fn hms_arrow_encode(schema: *const ArrowSchema, arrays: *const *const ArrowArray, n_arrays: usize, kind: u32, dst: *mut u8, cap: usize, written: *mut usize, err: *mut hms_error_t) -> hms_status_t;
     pub fn hms_arrow_peek(src: *const u8, len: usize, kind: *mut u32, n_arrays: *mut usize, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_service_stats_init(stats: *mut hms_service_stats_t);
+    pub fn hms_service_stats(service: *mut hms_service_t, stats: *mut hms_service_stats_t, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_stats_open(node: *mut hms_node_t, service: *const c_char, version_req: *const c_char, timeout_ns: i64, out: *mut *mut hms_stats_t, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_stats_snapshot(stats_view: *mut hms_stats_t, stats: *mut hms_service_stats_t, err: *mut hms_error_t) -> hms_status_t;
+    pub fn hms_stats_close(stats_view: *mut hms_stats_t);
+    pub fn hms_thread_trace(trace_id: *mut u8, span_id: *mut u8, flags: *mut u8);
+    pub fn hms_sizeof_service_stats() -> usize;
+    pub fn hms_sizeof_function_stats() -> usize;
     pub fn hms_arrow_decode(src: *const u8, len: usize, on_release: Option<unsafe extern "C" fn(ctx: *mut c_void)>, ctx: *mut c_void, out_schema: *mut ArrowSchema, out_arrays: *mut ArrowArray, max_arrays: usize, n_arrays: *mut usize, err: *mut hms_error_t) -> hms_status_t;
 }
 // END FUNCTIONS
