@@ -17,6 +17,7 @@ Lifetimes:
 from __future__ import annotations
 
 import struct
+import sys
 import threading
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -28,18 +29,32 @@ MAGIC = b"HMND"
 MAX_NDIM = 32
 _FIXED = struct.Struct("<4sHH16sQQ")  # magic, header bytes, ndim, dtype, data offset, data bytes (40 bytes)
 
-try:  # numpy is optional: without it ndarray payloads arrive as bytes
-    import numpy as _np
-except ImportError:  # pragma: no cover - exercised only without numpy
-    _np = None
+# numpy is optional (without it ndarray payloads arrive as bytes) and imported on first use: importing
+# it costs ~100 ms, which every `import hms_ffi_native` (and every `hms-ffi ls`) would otherwise pay.
+_np_mod: Any = None
+
+
+def _numpy():
+    global _np_mod
+    if _np_mod is None:
+        import numpy
+
+        _np_mod = numpy
+    return _np_mod
 
 
 def have_numpy() -> bool:
-    return _np is not None
+    try:
+        _numpy()
+    except ImportError:  # pragma: no cover - exercised only without numpy
+        return False
+    return True
 
 
 def is_ndarray(value: Any) -> bool:
-    return _np is not None and isinstance(value, _np.ndarray)
+    # An ndarray exists only if numpy was imported by someone: no import needed to tell.
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(value, np.ndarray)
 
 
 def header_bytes(ndim: int) -> int:
@@ -62,7 +77,7 @@ def _check_dtype(dt) -> str:
 
 def encode_header(shape, dtype) -> bytes:
     """Header for a C-contiguous array of ``shape``/``dtype``."""
-    dt = _np.dtype(dtype)
+    dt = _numpy().dtype(dtype)
     ts = _check_dtype(dt)
     shape = tuple(int(d) for d in shape)
     ndim = len(shape)
@@ -96,14 +111,14 @@ def write_into(buf: memoryview, arr) -> None:
     h = len(hdr)
     buf[:h] = hdr
     if arr.nbytes:
-        dst = _np.ndarray(arr.shape, dtype=arr.dtype, buffer=buf, offset=h)
-        _np.copyto(dst, arr, casting="no")
+        dst = _numpy().ndarray(arr.shape, dtype=arr.dtype, buffer=buf, offset=h)
+        _numpy().copyto(dst, arr, casting="no")
 
 
 def encode_bytes(arr) -> bytes:
     """Header + data as one bytes object (small arrays sent inline, async handlers, streams)."""
     _check_dtype(arr.dtype)
-    return encode_header(arr.shape, arr.dtype) + _np.ascontiguousarray(arr).tobytes()
+    return encode_header(arr.shape, arr.dtype) + _numpy().ascontiguousarray(arr).tobytes()
 
 
 def decode(buf) -> Any:
@@ -123,10 +138,10 @@ def decode(buf) -> Any:
             f"ndarray header is inconsistent (header {h}, ndim {ndim}, data offset {off}, data bytes {nbytes}, "
             f"payload {n})"
         )
-    if _np is None:
+    if not have_numpy():
         return bytes(mv)
     try:
-        dt = _np.dtype(ts.rstrip(b"\0").decode("ascii"))
+        dt = _numpy().dtype(ts.rstrip(b"\0").decode("ascii"))
     except (TypeError, ValueError, UnicodeDecodeError) as e:
         raise InvalidArgument(f"ndarray payload has an unknown dtype {ts!r}: {e}") from None
     _check_dtype(dt)
@@ -148,10 +163,10 @@ def decode(buf) -> Any:
             raise InvalidArgument(f"ndarray strides {strides} for shape {shape} reach outside its {nbytes} data bytes")
     # Through a locked read-only uint8 base: numpy then refuses `flags.writeable = True` as well (an
     # array made straight from the memoryview could be flipped writable and fault on the read-only map).
-    base = _np.frombuffer(mv, dtype=_np.uint8)
+    base = _numpy().frombuffer(mv, dtype=_numpy().uint8)
     if base.flags.writeable:
         base.flags.writeable = False
-    return _np.ndarray(shape, dtype=dt, buffer=base, offset=off, strides=strides)
+    return _numpy().ndarray(shape, dtype=dt, buffer=base, offset=off, strides=strides)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -244,8 +259,8 @@ class Loan:
         self.released = False
         self.array = None
         self._target = None
-        if _np is not None:
-            self.buf = _np.asarray(self)  # its .base is this loan: the buffer keeps the block mapped
+        if have_numpy():
+            self.buf = _numpy().asarray(self)  # its .base is this loan: the buffer keeps the block mapped
         elif nbytes:
             self.buf = memoryview(ffi.buffer(ffi.cast("char *", block.data), nbytes))
         else:
@@ -340,21 +355,21 @@ def make_loan(loan_fn, nbytes: int, raise_fn, register: bool = True) -> Loan:
 
 
 def make_array_loan(loan_fn, shape, dtype, raise_fn) -> Loan:
-    if _np is None:
+    if not have_numpy():
         raise FailedPrecondition("loan_array needs numpy; install it (pip install numpy)")
     if isinstance(shape, int):
         shape = (shape,)
     shape = tuple(int(d) for d in shape)
     hdr = encode_header(shape, dtype)
-    dt = _np.dtype(dtype)
+    dt = _numpy().dtype(dtype)
     nbytes = dt.itemsize
     for d in shape:
         nbytes *= d
     loan = make_loan(loan_fn, len(hdr) + nbytes, raise_fn, register=False)
     loan.content_type = CT_NDARRAY
     whole = loan.buf
-    whole[: len(hdr)] = _np.frombuffer(hdr, dtype=_np.uint8)
-    arr = _np.ndarray(shape, dtype=dt, buffer=whole, offset=len(hdr))
+    whole[: len(hdr)] = _numpy().frombuffer(hdr, dtype=_numpy().uint8)
+    arr = _numpy().ndarray(shape, dtype=dt, buffer=whole, offset=len(hdr))
     loan.array = arr
     loan._register(arr)
     return loan
