@@ -99,9 +99,12 @@ ssize_t hms__recv_fds(int sock, void *buf, size_t len, int *fds, int max_fds, in
         close(tmp[i]); /* a peer sending more than agreed must not leak descriptors into us */
     }
   }
-  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+  /* An empty message means nothing in our protocols (callers read 0 as a hang-up), yet it can carry
+   * descriptors: they would leak (found by tests/c/fuzz_server_ring.c). */
+  if (n == 0 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
     for (int i = 0; i < *nfds; i++) close(fds[i]);
     *nfds = 0;
+    if (n == 0) return 0;
     errno = EMSGSIZE;
     return -1;
   }

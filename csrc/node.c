@@ -1318,7 +1318,9 @@ static int hms__dispatch_oneway_batch(hms__conn_t *c, const hms__frame_hdr_t *fi
   int64_t now = hms__now_ns();
   char why[200];
   for (;;) {
-    if (used + h.payload_len > node->batch_cap) {
+    /* allocated on the first run even when its payloads are empty: memcpy into NULL + 0 is undefined
+     * (UBSan, found by tests/c/fuzz_server_ring.c) */
+    if (!node->batch_data || used + h.payload_len > node->batch_cap) {
       if (used + h.payload_len > HMS_BATCH_MAX_BYTES && consumed > 0) break; /* next run takes it */
       size_t cap = node->batch_cap ? node->batch_cap : 65536;
       while (cap < used + h.payload_len) cap *= 2;
@@ -1663,14 +1665,17 @@ HMS_API hms_status_t hms_node_serve(hms_node_t *node, int64_t timeout_ns, hms_er
     hms__set_sleeping(node, 0);
     last_work = hms__now_ns();
   }
-  if (stop || atomic_load(&node->stop_requested)) {
+  bool stopped = stop || atomic_load(&node->stop_requested);
+  if (stopped) {
     uint64_t v;
     while (read(node->stop_fd, &v, sizeof v) > 0) {
     }
     atomic_store(&node->stop_requested, 0);
   }
   atomic_store(&node->serving, 0);
-  if (interrupted && !stop) return hms__fail(err, HMS_CANCELLED, EINTR, "interrupted by a signal");
+  /* A stop requested while a signal interrupted the sleep is a stop (HMS_OK): a caller that retries
+   * on HMS_CANCELLED must not miss it. */
+  if (interrupted && !stopped) return hms__fail(err, HMS_CANCELLED, EINTR, "interrupted by a signal");
   hms__ok(err);
   return HMS_OK;
 }
@@ -1709,7 +1714,11 @@ HMS_API hms_status_t hms_node_poll(hms_node_t *node, uint32_t *served, int *agai
 
 static void *hms__serve_thread(void *arg) {
   hms_node_t *node = arg;
-  hms_node_serve(node, -1, NULL);
+  /* HMS_CANCELLED means an interrupted sleep (a signal handler ran on this thread, or a stop/continue
+   * or ptrace stop: Ctrl-Z + fg, a debugger, LeakSanitizer); it is not a stop. Returning on it left the
+   * node silently unserved (found by tests/c/fuzz_server_ring.c). A requested stop returns HMS_OK. */
+  while (hms_node_serve(node, -1, NULL) == HMS_CANCELLED) {
+  }
   return NULL;
 }
 
