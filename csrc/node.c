@@ -1127,8 +1127,8 @@ static bool hms__refuse(hms__conn_t *c, const hms__fn_t *fn, const hms__frame_hd
   } else {
     return false;
   }
+  hms__audit_call(c, fn, hdr, code, false, 0); /* queued before the caller can see the refusal */
   hms__write_error(c, hdr, code, msg, NULL, 0, 0);
-  hms__audit_call(c, fn, hdr, code, false, 0);
   hms__stats_refused(svc, hdr->fn_id, hdr->flags, req_len, code);
   return true;
 }

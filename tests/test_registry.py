@@ -164,4 +164,4 @@ def test_cli_ls_and_call(server_process):
     assert out.returncode == 3 and "NOT_FOUND" in out.stderr  # 3: not found / unavailable
     out = subprocess.run([sys.executable, "-m", "hms_ffi_native", "call", "no.such", "f"],
                          capture_output=True, text=True, env=child_env(), timeout=30)
-    assert out.returncode == 1 and "no live service" in out.stderr
+    assert out.returncode == 3 and "no live service" in out.stderr
